@@ -1,0 +1,2 @@
+"""xdomain_bench."""
+__version__ = "0.1.0"

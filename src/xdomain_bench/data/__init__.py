@@ -1,0 +1,1 @@
+"""Datasets: official layouts -> frozen manifests -> DataModules; plus the synthetic world."""
