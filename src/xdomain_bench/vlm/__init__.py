@@ -1,9 +1,8 @@
 """The shared frozen-VLM interface and its backends."""
 
+from . import hf_clip  # noqa: E402,F401  (registers the hf-clip backend)
 from .backends import load_backbone
 from .frozen import FrozenVLM, ImageOutput, TextOutput, TokenBatch
 from .sizes import VLMSizes
-
-from . import hf_clip  # noqa: E402,F401  (registers the hf-clip backend)
 
 __all__ = ["FrozenVLM", "ImageOutput", "TextOutput", "TokenBatch", "VLMSizes", "load_backbone"]

@@ -1,0 +1,218 @@
+"""`RetrievalMethod`: the LightningModule every method derives from.
+
+It owns the frozen VLM and the trainable parts and provides embeddings for the evaluator, the
+default objectives, optimiser construction from the card, phase handling, trainable-parameter
+accounting and checkpoints that hold only trainable state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..registry import Registry
+from ..vlm import FrozenVLM
+from .losses import class_cross_entropy, clip_infonce
+from .text import frozen_class_features, frozen_text_features
+
+if TYPE_CHECKING:
+    from ..data.info import DataInfo
+
+METHODS: Registry[type[RetrievalMethod]] = Registry("method")
+METHOD_MODULES = ("zero_shot", "baselines", "ucdr_adapter", "pros", "dva", "dalsclip", "dcar")
+
+
+def register_method(name: str):
+    def deco(cls):
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return deco
+
+
+def get_method_class(name: str) -> type[RetrievalMethod]:
+    import importlib
+
+    for mod in METHOD_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{mod}":
+                raise
+    return METHODS.get(name)
+
+
+def method_names() -> list[str]:
+    get_method_class("zero_shot")
+    return METHODS.names()
+
+
+class RetrievalMethod(L.LightningModule):
+    """Subclasses build their trainable parts in __init__ and override the hooks they need."""
+
+    name = "base"
+    uses_domains = False  # declares what the method uses; it must degrade gracefully without it
+    uses_captions = False
+    uses_boxes = False
+    cacheable = False  # every trainable part sits after the frozen image encoder (H14)
+    similarity = "cosine"
+
+    def __init__(self, vlm: FrozenVLM, info: DataInfo, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.vlm = vlm
+        self.info = info
+        self.cfg = dict(cfg)
+        self.phase = self.phases()[0]
+        self.notes: dict[str, Any] = {}
+        self._val: dict[str, list] = {}
+        self._class_feats: Tensor | None = None
+
+    # --- phases and trainable state -------------------------------------------------------------
+    def phases(self) -> list[str]:
+        return ["main"]
+
+    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
+        """Parameters trained in `phase`; default: every parameter the method owns."""
+        return [p for n, p in self.named_parameters() if not n.startswith("vlm.")]
+
+    def set_phase(self, phase: str) -> None:
+        if phase not in self.phases():
+            raise ConfigError(f"method '{self.name}' has no phase '{phase}'; phases: {self.phases()}")
+        self.phase = phase
+        active = {id(p) for p in self.phase_parameters(phase)}
+        for n, p in self.named_parameters():
+            p.requires_grad_(not n.startswith("vlm.") and id(p) in active)
+
+    def phase_config(self) -> dict[str, Any]:
+        """This phase's schedule keys: `phases.<name>` of the card over the top-level defaults."""
+        cfg = dict(self.cfg)
+        cfg.update((self.cfg.get("phases") or {}).get(self.phase, {}) or {})
+        return cfg
+
+    def trainable_counts(self) -> dict[str, int]:
+        """Trainable parameters per phase and in total (each tensor counted once)."""
+        counts, seen = {}, {}
+        for phase in self.phases():
+            params = self.phase_parameters(phase)
+            counts[phase] = sum(p.numel() for p in params)
+            seen.update({id(p): p.numel() for p in params})
+        counts["total"] = sum(seen.values())
+        return counts
+
+    def has_training(self) -> bool:
+        return self.trainable_counts()["total"] > 0
+
+    # --- embeddings (what the evaluator calls) --------------------------------------------------
+    def embed_images(self, batch: dict[str, Any]) -> Tensor:
+        return self.vlm.encode_image(batch["pixels"])
+
+    def embed_texts(self, texts: Sequence[str]) -> Tensor:
+        return frozen_text_features(self.vlm, texts)
+
+    @property
+    def logit_scale(self) -> float:
+        return self.vlm.logit_scale
+
+    def class_features(self) -> Tensor:
+        """Frozen class-prompt features of the training classes, cached."""
+        if self._class_feats is None or self._class_feats.device != self.device:
+            names = [self.info.class_names[i] for i in self.info.train_class_ids]
+            self._class_feats = frozen_class_features(self.vlm, names).to(self.device)
+        return self._class_feats
+
+    # --- training -------------------------------------------------------------------------------
+    def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Default objective (§1.5): class CE against text features, or caption InfoNCE on ITR data."""
+        img = self.embed_images(batch)
+        if self.info.task == "itr":
+            loss = clip_infonce(img, self.embed_texts(batch["caption"]), batch["caption"], self.logit_scale)
+        else:
+            loss = class_cross_entropy(img, self.class_features(), batch["label"], self.logit_scale)
+        return loss, {}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss, logs = self.training_loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss in {self.name} phase {self.phase} at step {self.global_step}")
+        bs = batch["pixels"].shape[0]
+        self.log("train_loss", loss.detach(), prog_bar=True, batch_size=bs)
+        for key, value in logs.items():
+            self.log(f"train_{key}", value.detach() if isinstance(value, Tensor) else value, batch_size=bs)
+        return loss
+
+    def configure_optimizers(self):
+        cfg = self.phase_config()
+        opt_cfg = dict(cfg.get("optimizer") or {"name": "adam", "lr": 1e-3})
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = build_optimizer(params, opt_cfg)
+        schedule = cfg.get("schedule", "constant")
+        if schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(cfg.get("warmup_steps", 0))
+        if schedule != "cosine":
+            raise ConfigError(f"unknown schedule '{schedule}' for {self.name}; use constant or cosine")
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- validation (model selection on the protocol's val split) -------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        key = ("val_query", "val_gallery")[dataloader_idx]
+        store = self._val.setdefault(key, [])
+        store.append((self.embed_images(batch).float().cpu(), batch["class_id"].cpu(), batch.get("caption")))
+
+    def on_validation_epoch_end(self) -> None:
+        from ..runner.evaluate import selection_score
+
+        if not self._val:
+            return
+        score = selection_score(self, self._val)
+        self._val = {}
+        self.log("val_selection", score, prog_bar=True)
+
+    # --- checkpoints hold only trainable state --------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("vlm.")}
+        checkpoint["xbench_phase"] = self.phase
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for k, v in self.state_dict().items():
+            if k.startswith("vlm."):
+                state.setdefault(k, v)
+        if "xbench_phase" in checkpoint:
+            self.set_phase(checkpoint["xbench_phase"])
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("vlm.")}
+
+
+def build_optimizer(params: list[nn.Parameter] | list[dict], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    name = cfg.get("name", "adam").lower()
+    lr = float(cfg.get("lr", 1e-3))
+    wd = float(cfg.get("weight_decay", 0.0))
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(cfg.get("momentum", 0.0)))
+    raise ConfigError(f"unknown optimizer '{name}'; use adam, adamw or sgd")
+
+
+def normalize(x: Tensor) -> Tensor:
+    return F.normalize(x.float(), dim=-1)
