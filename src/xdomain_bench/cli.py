@@ -11,6 +11,7 @@ from .errors import XBenchError
 # Modules that contribute sub-commands through `add_parser(subparsers)`.
 COMMAND_MODULES = (
     "xdomain_bench.runner.cli",
+    "xdomain_bench.runner.demo",
     "xdomain_bench.leaderboard.cli",
     "xdomain_bench.eval.cli",
     "xdomain_bench.data.cli",

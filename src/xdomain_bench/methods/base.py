@@ -147,11 +147,15 @@ class RetrievalMethod(L.LightningModule):
             self.log(f"train_{key}", value.detach() if isinstance(value, Tensor) else value, batch_size=bs)
         return loss
 
+    def optimizer_param_groups(self, opt_cfg: dict[str, Any]) -> list[nn.Parameter] | list[dict[str, Any]]:
+        """What the optimiser trains: parameters with requires_grad; override to give param groups
+        (dicts with their own `lr` / `weight_decay`, which the cosine schedule scales alike)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self):
         cfg = self.phase_config()
         opt_cfg = dict(cfg.get("optimizer") or {"name": "adam", "lr": 1e-3})
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = build_optimizer(params, opt_cfg)
+        opt = build_optimizer(self.optimizer_param_groups(opt_cfg), opt_cfg)
         schedule = cfg.get("schedule", "constant")
         if schedule == "constant":
             return opt

@@ -1,0 +1,113 @@
+"""`xbench data synth|manifest|verify`: generic over the dataset registry."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError
+from .base import get_dataset
+from .manifest import write_manifest
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="dataset trees: synthetic twins, frozen manifests, verification")
+    cmds = data.add_subparsers(dest="data_command", metavar="ACTION")
+    cmds.required = True
+
+    p = cmds.add_parser("synth", help="write a synthetic tree in the dataset's official layout")
+    p.add_argument("name", help="dataset name (e.g. domainnet)")
+    p.add_argument("--root", required=True, type=Path, help="data root; the dataset folder is created under it")
+    p.add_argument("--scale", default="tiny", choices=("tiny", "small"))
+    p.add_argument("--seed", default=0, type=int)
+    p.set_defaults(func=cmd_synth)
+
+    p = cmds.add_parser("manifest", help="build a frozen manifest CSV (+ .meta.json sidecar)")
+    p.add_argument("name")
+    p.add_argument("--root", required=True, type=Path)
+    p.add_argument("--protocol", required=True)
+    p.add_argument("--variant", default="clean", choices=("clean", "paper"))
+    p.add_argument("--holdout", default=None, help="held-out query domain (dataset default if omitted)")
+    p.add_argument("--gallery", default=None, help="gallery option, e.g. unseen | mixed")
+    p.add_argument("--paper-profile", default=None, help="upstream profile for --variant paper")
+    p.add_argument("--annotations", default=None, type=Path, help="annotation file, forwarded as annotations=")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any further protocol option (repeatable), e.g. -o seen=quickdraw")
+    p.add_argument("--out", required=True, type=Path, help="manifest CSV to write")
+    p.set_defaults(func=cmd_manifest)
+
+    p = cmds.add_parser("verify", help="check a tree: counts, layout, unreadable images")
+    p.add_argument("name")
+    p.add_argument("--root", required=True, type=Path)
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="report unreadable images but do not fail on them (the DataModule will skip them)")
+    p.set_defaults(func=cmd_verify)
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE strings -> dict; values parsed as YAML scalars (ints, bools), else kept as strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad --option '{pair}'; expected KEY=VALUE")
+        out[key.replace("-", "_")] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    adapter = get_dataset(args.name)
+    start = time.perf_counter()
+    path = adapter.synth(args.root, scale=args.scale, seed=args.seed)
+    Console().print(f"wrote synthetic {args.name} ({args.scale}, seed {args.seed}) to {path} "
+                    f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    adapter = get_dataset(args.name)
+    options = parse_options(args.option)
+    for key in ("gallery", "paper_profile", "annotations"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    manifest = adapter.build_manifest(args.root, args.protocol, args.variant, args.holdout, **options)
+    path = write_manifest(manifest, args.out)
+    table = Table(title=f"{args.name} / {args.protocol} / {args.variant} -> {path}")
+    table.add_column("role")
+    table.add_column("rows", justify="right")
+    for role, n in manifest.counts().items():
+        table.add_row(role, str(n))
+    console = Console()
+    console.print(table)
+    for key, note in manifest.meta.get("notes", {}).items():
+        console.print(f"[dim]{key}:[/dim] {note}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    adapter = get_dataset(args.name)
+    kwargs = {}
+    if "skip_bad_images" in inspect.signature(adapter.verify).parameters:
+        kwargs["skip_bad_images"] = args.skip_bad_images
+    report = adapter.verify(args.root, **kwargs)
+    console = Console()
+    table = Table(title=f"{args.name} at {report.root}")
+    table.add_column("count")
+    table.add_column("value", justify="right")
+    for key, value in report.counts.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    if report.ok:
+        console.print(f"[green]OK[/green]: {args.name} tree at {report.root} passed verification")
+        return 0
+    console.print(f"[red]{len(report.problems)} problem(s)[/red]:")
+    for line in report.problems:
+        console.print(f"  - {line}", markup=False, highlight=False)
+    return 1

@@ -1,0 +1,90 @@
+"""`xbench run`: one cell (or, later, a whole suite) -> JSON records under OUT/records/."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+
+def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
+    """`key=value` pairs; values parsed as YAML scalars (numbers, booleans, lists)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad {what} '{item}'; write key=value")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="train and evaluate one cell", description="Train and evaluate one cell "
+                       "(method x dataset x protocol x variant x seed) and write its record under OUT/records/.")
+    p.add_argument("--method", required=True, help="registered method name, e.g. zero_shot, ucdr_adapter")
+    p.add_argument("--dataset", required=True, help="domainnet | sketchy | tuberlin | cub | fdrd")
+    p.add_argument("--data-root", required=True, help="folder holding the dataset folders (e.g. ROOT/DomainNet)")
+    p.add_argument("--protocol", help="protocol id (default: the dataset card's default)")
+    p.add_argument("--variant", default="clean", choices=["clean", "paper"])
+    p.add_argument("--holdout", help="held-out query domain (DomainNet settings), default from the card")
+    p.add_argument("--gallery", help="DomainNet gallery: unseen | mixed")
+    p.add_argument("--paper-profile", help="DomainNet paper profile: snmpnet | pros | ucdr_adapter")
+    p.add_argument("--method-variant", help="method variant from its card, e.g. released_code")
+    p.add_argument("--backbone", default="tiny-clip", help="tiny-clip | demo-clip | hf-clip:<hub id or dir>")
+    p.add_argument("--allow-download", action="store_true", help="let hf-clip fetch weights from the hub")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, help="total training steps over all phases (default: the card's)")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="method hyperparameter override")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="extra DataModule/protocol option")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", help="auto | 32-true | bf16-mixed | 16-mixed")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="output folder (records, checkpoints)")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .execute import run_cell
+    from .records import Cell
+
+    data_options = parse_overrides(args.data_option, "--data-option")
+    if args.gallery:
+        data_options["gallery"] = args.gallery
+    if args.paper_profile:
+        data_options["paper_profile"] = args.paper_profile
+    _check_names(args.method, args.dataset)
+    from ..data.base import get_dataset
+
+    protocol = args.protocol or get_dataset(args.dataset).default_protocol()
+    cell = Cell(method=args.method, dataset=args.dataset, protocol=protocol, variant=args.variant,
+                holdout=args.holdout, seed=args.seed, backbone=args.backbone, method_variant=args.method_variant,
+                max_steps=args.max_steps, data_options=data_options,
+                method_overrides=parse_overrides(args.overrides, "--set"))
+    record = run_cell(cell, args.data_root, args.out, allow_download=args.allow_download,
+                      accelerator=args.accelerator, precision=args.precision, num_workers=args.num_workers,
+                      progress=not args.no_progress, raise_errors=True)
+    console = Console()
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in record.get("metrics", {}).items())
+    console.print(f"[bold]{cell.method}[/] on {cell.dataset}/{cell.protocol}/{cell.variant}: "
+                  f"{record['status']} {metrics}")
+    return 0 if record["status"] == "ok" else 1
+
+
+def _check_names(method: str, dataset: str) -> None:
+    """Unknown method or dataset names fail before anything heavy is loaded."""
+    from ..data.base import dataset_names
+    from ..errors import unknown_name
+    from ..methods.base import METHODS, get_method_class
+
+    try:
+        get_method_class(method)
+    except ConfigError:
+        raise unknown_name("method", method, METHODS.names()) from None
+    if dataset not in dataset_names():
+        raise unknown_name("dataset", dataset, dataset_names())

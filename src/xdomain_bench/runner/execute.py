@@ -1,0 +1,150 @@
+"""Run one cell: data + backbone + method -> fit (phase by phase, selected on val) -> evaluate -> record."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from ..errors import XBenchError
+from .records import Cell, new_record, write_record
+from .trainer import build_trainer, resolve_accelerator, resolve_precision
+
+
+def phase_steps(method, total: int | None) -> dict[str, int]:
+    """Split a total step budget over the method's phases by their `step_fraction` (default: equal)."""
+    phases = method.phases()
+    if total is None:
+        total = int(method.cfg.get("max_steps", 100))
+    fracs = [float(((method.cfg.get("phases") or {}).get(p) or {}).get("step_fraction", 1.0 / len(phases)))
+             for p in phases]
+    norm = sum(fracs) or 1.0
+    steps = [max(1, round(total * f / norm)) for f in fracs]
+    return dict(zip(phases, steps))
+
+
+def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precision: str,
+               progress: bool) -> dict[str, Any]:
+    """Fit every phase in order; restore the best validation checkpoint of each phase."""
+    info: dict[str, Any] = {"phases": []}
+    has_val = bool(dm.val_dataloader())
+    budget = phase_steps(method, cell.max_steps)
+    for phase, steps in budget.items():
+        method.set_phase(phase)
+        if not any(p.requires_grad for p in method.parameters()):
+            info["phases"].append({"name": phase, "steps": 0, "skipped": "no trainable parameters"})
+            continue
+        ckpt_dir = out_dir / "checkpoints" / cell.slug() / phase
+        val_every = max(1, steps // int(method.cfg.get("val_checks", 4)))
+        trainer, ckpt = build_trainer(max_steps=steps, accelerator=accelerator, precision=precision,
+                                      ckpt_dir=ckpt_dir, has_val=has_val, val_every=val_every, progress=progress)
+        t0 = time.perf_counter()
+        trainer.fit(method, datamodule=dm)
+        entry: dict[str, Any] = {"name": phase, "steps": int(trainer.global_step), "seconds": time.perf_counter() - t0,
+                                 "trainable_params": method.trainable_counts()[phase]}
+        if ckpt is not None and ckpt.best_model_path:
+            state = torch.load(ckpt.best_model_path, map_location=method.device, weights_only=False)
+            method.load_state_dict(state["state_dict"], strict=False)
+            entry["selected"] = {"metric": method.info.selection_metric, "split": "val",
+                                 "value": float(ckpt.best_model_score), "checkpoint": str(ckpt.best_model_path)}
+        else:
+            entry["selected"] = {"split": None, "note": "no validation split: final weights"}
+        info["phases"].append(entry)
+    return info
+
+
+def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_download: bool = False,
+             accelerator: str = "auto", precision: str = "auto", num_workers: int = 0, progress: bool = True,
+             raise_errors: bool = False) -> dict[str, Any]:
+    """Execute one cell and write its record. XBenchErrors in set-up propagate when `raise_errors`."""
+    from ..data.datamodule import RetrievalDataModule
+    from ..methods.base import get_method_class
+    from ..methods.config import resolve_config
+    from ..vlm import load_backbone
+    from .evaluate import evaluate_test
+
+    out_dir = Path(out_dir)
+    record = new_record(cell)
+    t_start = time.perf_counter()
+    try:
+        L.seed_everything(cell.seed, workers=True, verbose=False)
+        accelerator = resolve_accelerator(accelerator)
+        precision = resolve_precision(precision, accelerator)
+        method_cls = get_method_class(cell.method)
+        cfg = resolve_config(cell.method, cell.method_variant, cell.dataset, cell.method_overrides)
+        vlm = load_backbone(cell.backbone, allow_download=allow_download)
+        dm = RetrievalDataModule(cell.dataset, data_root, cell.protocol, cell.variant, cell.holdout,
+                                 preprocess=vlm.preprocess, batch_size=int(cfg.get("batch_size", 32)),
+                                 eval_batch_size=int(cfg.get("eval_batch_size", 128)), num_workers=num_workers,
+                                 seed=cell.seed, **cell.data_options)
+        dm.setup()
+        method = method_cls(vlm, dm.info, cfg)
+        record.update(method_config=cfg, backbone=vlm.describe(), precision=precision, device=_device_name(accelerator),
+                      trainable_params=method.trainable_counts(), manifest=_manifest_summary(dm))
+        t_fit = time.perf_counter()
+        if method.has_training() and (cell.max_steps is None or cell.max_steps > 0):
+            record["training"] = fit_phases(method, dm, cell, out_dir, accelerator, precision, progress)
+        else:
+            record["training"] = {"phases": [], "note": "no training"}
+        method.to(torch.device("cuda" if accelerator == "cuda" else "cpu"))
+        t_eval = time.perf_counter()
+        result = evaluate_test(method, dm, precision)
+        t_end = time.perf_counter()
+        record.update(metrics=result["metrics"], counts=result["counts"], status="ok",
+                      query_domain=_query_domain(dm), gallery=_gallery_name(dm, cell),
+                      notes={**dm.info.notes, **method.notes}, skipped_images=dm.skipped_images,
+                      timings={"setup_s": t_fit - t_start, "train_s": t_eval - t_fit, "eval_s": t_end - t_eval,
+                               "total_s": t_end - t_start},
+                      throughput={"eval_images_per_s": result["counts"]["n_query"] / max(1e-9, t_end - t_eval)},
+                      peak_memory=_peak_memory(accelerator))
+    except XBenchError as exc:
+        if raise_errors:
+            raise
+        record.update(status="failed", error=str(exc))
+    except Exception as exc:  # a failed cell records its error; the suite goes on
+        if raise_errors:
+            raise
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    write_record(out_dir, cell, record)
+    return record
+
+
+def _device_name(accelerator: str) -> str:
+    if accelerator == "cuda":
+        return torch.cuda.get_device_name(0)
+    return "cpu"
+
+
+def _peak_memory(accelerator: str) -> dict[str, float]:
+    import resource
+
+    out = {"cpu_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if accelerator == "cuda":
+        out["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _manifest_summary(dm) -> dict[str, Any]:
+    meta = dm.manifest.meta
+    return {"listing_sha256": meta.get("listing_sha256"), "counts": dm.manifest.counts(),
+            "inverted_domains": list(dm.info.inverted_domains)}
+
+
+def _query_domain(dm) -> str:
+    domains = sorted(set(dm.role_frame("query")["domain"]))
+    return "+".join(domains)
+
+
+def _gallery_name(dm, cell: Cell) -> str:
+    if dm.info.task == "itr":
+        return "captions"
+    if "gallery" in cell.data_options:
+        return str(cell.data_options["gallery"])
+    option = (dm.manifest.meta.get("options") or {}).get("gallery")
+    if option:
+        return str(option)
+    return "+".join(sorted(set(dm.role_frame("gallery")["domain"])))

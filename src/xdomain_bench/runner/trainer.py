@@ -1,0 +1,57 @@
+"""Lightning Trainer construction: device, precision, validation-based model selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from ..errors import ConfigError
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
+
+
+def resolve_accelerator(accelerator: str = "auto") -> str:
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--accelerator cuda was asked for but no CUDA device is visible; use --accelerator cpu")
+    return accelerator
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """bf16-mixed on CUDA (16-mixed where bf16 is missing), 32-true on CPU."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if accelerator == "cuda":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir: Path, has_val: bool,
+                  val_every: int, devices: int | str = 1, strategy: str = "auto", progress: bool = True,
+                  deterministic: bool = False) -> tuple[L.Trainer, ModelCheckpoint | None]:
+    callbacks: list[Any] = []
+    ckpt = None
+    if has_val:
+        ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_selection", mode="max",
+                               save_top_k=1, save_last=True, auto_insert_metric_name=False)
+        callbacks.append(ckpt)
+    if progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=False))
+    trainer = L.Trainer(
+        max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=devices, strategy=strategy,
+        precision=precision, logger=False, enable_checkpointing=has_val, enable_model_summary=False,
+        enable_progress_bar=progress, callbacks=callbacks, num_sanity_val_steps=0,
+        check_val_every_n_epoch=None if has_val else 1, val_check_interval=val_every if has_val else None,
+        limit_val_batches=None if has_val else 0, default_root_dir=str(ckpt_dir), deterministic=deterministic,
+        log_every_n_steps=max(1, min(50, max_steps)),
+    )
+    return trainer, ckpt

@@ -1,0 +1,116 @@
+"""DomainNet fixture trees in the official layout, using the real shipped class lists.
+
+The expectations in the tests are derived here independently of the package: class lists are read
+straight from `datasets/splits/`, and per-(domain, class) file counts follow the formula below.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SPLITS = Path(__file__).resolve().parents[2] / "datasets" / "splits"
+DOMAINS = ["clipart", "infograph", "painting", "quickdraw", "real", "sketch"]
+
+
+def read_list(name: str) -> list[str]:
+    return (SPLITS / name).read_text(encoding="utf-8").splitlines()
+
+
+TRAIN = read_list("domainnet_train_classes.txt")
+VAL = read_list("domainnet_val_classes.txt")
+TEST = read_list("domainnet_test_classes.txt")
+ALL = TRAIN + VAL + TEST
+
+
+def fixture_count(domain: str, cls: str) -> int:
+    """Files per (domain, class) in the full fixture: 0..13, with one documented empty pair."""
+    if (domain, cls) == ("painting", "t-shirt"):
+        return 0  # the known gap (PROTOCOLS §2.2)
+    d, c = DOMAINS.index(domain), ALL.index(cls)
+    return 1 + (7 * c + 5 * d) % 13
+
+
+def png_bytes(colour: tuple[int, int, int] = (255, 255, 255), size: tuple[int, int] = (8, 8)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_tree(root: Path, count: Callable[[str, str], int], data: bytes | None = None) -> Path:
+    """Write `<root>/DomainNet/<domain>/<class>/<domain>_<id>_<k>.png` (class folders always created)."""
+    data = data or png_bytes()
+    dn = root / "DomainNet"
+    for domain in DOMAINS:
+        for cid, cls in enumerate(ALL):
+            folder = dn / domain / cls
+            folder.mkdir(parents=True)
+            for k in range(count(domain, cls)):
+                (folder / f"{domain}_{cid:03d}_{k:06d}.png").write_bytes(data)
+    return dn
+
+
+def sparse_count(domain: str, cls: str) -> int:
+    """A cheap tree: only the first 3 classes of each list hold files (4 each)."""
+    return 4 if cls in TRAIN[:3] + VAL[:3] + TEST[:3] else 0
+
+
+class TreeModel:
+    """The fixture tree's content, for tests: lists, counts, relpaths and the spec's sampling rule."""
+
+    DOMAINS, TRAIN, VAL, TEST, ALL = DOMAINS, TRAIN, VAL, TEST, ALL
+
+    @staticmethod
+    def n(domain: str, cls: str) -> int:
+        return fixture_count(domain, cls)
+
+    @staticmethod
+    def files_of(domain: str, cls: str) -> list[str]:
+        cid = ALL.index(cls)
+        return [f"{domain}/{cls}/{domain}_{cid:03d}_{k:06d}.png" for k in range(fixture_count(domain, cls))]
+
+    @classmethod
+    def chosen(cls, domain: str, name: str, percent: int, seed: int) -> list[str]:
+        """PROTOCOLS §1.3 written out: RandomState(seed).permutation(n)[:floor(percent * n / 100)]."""
+        files = cls.files_of(domain, name)
+        perm = np.random.RandomState(seed).permutation(len(files))
+        return [files[j] for j in perm[: len(files) * percent // 100]]
+
+
+# Test modules import this file's helpers as `dn_fixture` (conftest is not importable by name under
+# --import-mode=importlib).
+sys.modules.setdefault("dn_fixture", sys.modules[__name__])
+
+
+@pytest.fixture(scope="session")
+def tree() -> type[TreeModel]:
+    return TreeModel
+
+
+@pytest.fixture(scope="session")
+def dn_root(tmp_path_factory) -> Path:
+    """The full fixture tree (read-only for tests), plus clutter the listing rule must skip."""
+    root = tmp_path_factory.mktemp("dn_full")
+    dn = make_tree(root, fixture_count)
+    (dn / "extra_domain" / "apple").mkdir(parents=True)
+    (dn / "real" / "apple" / "notes.txt").write_text("not an image")
+    (dn / "real" / "apple" / ".hidden.png").write_bytes(png_bytes())
+    return root
+
+
+@pytest.fixture
+def sparse_root(tmp_path) -> Path:
+    root = tmp_path / "data"
+    make_tree(root, sparse_count)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "xbench_cache"))
