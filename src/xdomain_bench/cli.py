@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "xdomain_bench.runner.cli",
     "xdomain_bench.runner.demo",
     "xdomain_bench.leaderboard.cli",
+    "xdomain_bench.leaderboard.regress",
     "xdomain_bench.eval.cli",
     "xdomain_bench.data.cli",
     "xdomain_bench.vlm.cli",

@@ -174,6 +174,7 @@ class DomainNet(DatasetAdapter):
                 cdir = ddir / cls
                 files = _scan_folder(cdir, f"{domain}/{cls}", listing.skipped) if cdir.is_dir() else []
                 listing.files[(domain, cls)] = files
+        listing.skipped.sort()
         return listing
 
     def listing_sha256(self, root: str | Path) -> str:

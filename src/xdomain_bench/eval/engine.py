@@ -96,8 +96,9 @@ def run_chunks(
             S[torch.arange(c, device=device), self_index.to(device)] = float("-inf")
         rel, valid = blocks.relevant(qcodes[q0 : q0 + c], self_index)
         rr = relevant_ranks(
-            S, rel.to(device), valid.to(device), n_cand, sklearn_ties=sklearn, backend=backend, sorted_buf=sorted_buf
-        )
+            S, rel.to(device), valid.to(device), n_cand, gallery_codes, query_codes[q0 : q0 + c],
+            sklearn_ties=sklearn, backend=backend, sorted_buf=sorted_buf,
+        )  # fmt: skip
         for spec in specs:
             sums[spec.name] += per_query_values(spec, rr, tie_mode).sum().cpu()
         n_empty += int((rr.n_rel == 0).sum())
@@ -199,9 +200,10 @@ def evaluate_scores(
         raise InputError(f"scores must be a non-empty 2-D (queries, gallery) matrix, got shape {tuple(S.shape)}")
     if not S.is_floating_point():
         S = S.to(torch.float64)
-    if bool(torch.isnan(S).any()):
-        row = int(torch.isnan(S).any(dim=1).nonzero()[0, 0])
-        raise InputError(f"similarity scores contain NaN in query row {row}; check the embeddings for overflow")
+    bad = ~torch.isfinite(S)
+    if bool(bad.any()):
+        row = int(bad.any(dim=1).nonzero()[0, 0])
+        raise InputError(f"scores contain NaN or inf in query row {row}; pass finite similarity scores")
     ql = as_labels(query_labels, S.shape[0], "query labels")
     gl = as_labels(gallery_labels, S.shape[1], "gallery labels")
     if same_set and S.shape[0] != S.shape[1]:

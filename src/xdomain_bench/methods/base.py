@@ -111,6 +111,8 @@ class RetrievalMethod(L.LightningModule):
 
     # --- embeddings (what the evaluator calls) --------------------------------------------------
     def embed_images(self, batch: dict[str, Any]) -> Tensor:
+        if "features" in batch:  # cached frozen post-proj features (H14)
+            return batch["features"]
         return self.vlm.encode_image(batch["pixels"])
 
     def embed_texts(self, texts: Sequence[str]) -> Tensor:
@@ -141,7 +143,7 @@ class RetrievalMethod(L.LightningModule):
         loss, logs = self.training_loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss in {self.name} phase {self.phase} at step {self.global_step}")
-        bs = batch["pixels"].shape[0]
+        bs = len(batch["label"])  # batches carry `pixels` or cached `features` (H14)
         self.log("train_loss", loss.detach(), prog_bar=True, batch_size=bs)
         for key, value in logs.items():
             self.log(f"train_{key}", value.detach() if isinstance(value, Tensor) else value, batch_size=bs)

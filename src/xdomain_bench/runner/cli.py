@@ -24,8 +24,11 @@ def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train and evaluate one cell", description="Train and evaluate one cell "
                        "(method x dataset x protocol x variant x seed) and write its record under OUT/records/.")
-    p.add_argument("--method", required=True, help="registered method name, e.g. zero_shot, ucdr_adapter")
-    p.add_argument("--dataset", required=True, help="domainnet | sketchy | tuberlin | cub | fdrd")
+    p.add_argument("--suite", help="a suite YAML (benchmarks/suites/*.yaml): run its whole matrix")
+    p.add_argument("--seeds", help="comma-separated seeds overriding the suite's, e.g. 0,1,2")
+    p.add_argument("--only", help="restrict a suite, e.g. method=coop+vpt,dataset=cub")
+    p.add_argument("--method", help="registered method name, e.g. zero_shot, ucdr_adapter")
+    p.add_argument("--dataset", help="domainnet | sketchy | tuberlin | cub | fdrd")
     p.add_argument("--data-root", required=True, help="folder holding the dataset folders (e.g. ROOT/DomainNet)")
     p.add_argument("--protocol", help="protocol id (default: the dataset card's default)")
     p.add_argument("--variant", default="clean", choices=["clean", "paper"])
@@ -33,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gallery", help="DomainNet gallery: unseen | mixed")
     p.add_argument("--paper-profile", help="DomainNet paper profile: snmpnet | pros | ucdr_adapter")
     p.add_argument("--method-variant", help="method variant from its card, e.g. released_code")
-    p.add_argument("--backbone", default="tiny-clip", help="tiny-clip | demo-clip | hf-clip:<hub id or dir>")
+    p.add_argument("--backbone", help="tiny-clip (default) | demo-clip | hf-clip:<hub id or dir>")
     p.add_argument("--allow-download", action="store_true", help="let hf-clip fetch weights from the hub")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, help="total training steps over all phases (default: the card's)")
@@ -48,6 +51,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.suite:
+        return suite_command(args)
+    if not args.method or not args.dataset:
+        raise ConfigError("xbench run needs --method and --dataset (one cell) or --suite FILE (a matrix)")
+    return cell_command(args)
+
+
+def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(allow_download=args.allow_download, accelerator=args.accelerator, precision=args.precision,
+                num_workers=args.num_workers, progress=not args.no_progress)
+
+
+def suite_command(args: argparse.Namespace) -> int:
+    from .suite import expand_suite, load_suite, parse_only
+    from .suite_run import run_suite
+
+    suite = load_suite(args.suite)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    cells = expand_suite(suite, backbone=args.backbone, seeds=seeds, max_steps=args.max_steps,
+                         only=parse_only(args.only))
+    if not cells:
+        raise ConfigError(f"suite {args.suite} expands to no cells (check --only)")
+    summary = run_suite(cells, args.data_root, args.out, **_run_kwargs(args))
+    return 0 if summary["failed"] == 0 else 1
+
+
+def cell_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .execute import run_cell
@@ -63,12 +93,10 @@ def run_command(args: argparse.Namespace) -> int:
 
     protocol = args.protocol or get_dataset(args.dataset).default_protocol()
     cell = Cell(method=args.method, dataset=args.dataset, protocol=protocol, variant=args.variant,
-                holdout=args.holdout, seed=args.seed, backbone=args.backbone, method_variant=args.method_variant,
+                holdout=args.holdout, seed=args.seed, backbone=args.backbone or "tiny-clip", method_variant=args.method_variant,
                 max_steps=args.max_steps, data_options=data_options,
                 method_overrides=parse_overrides(args.overrides, "--set"))
-    record = run_cell(cell, args.data_root, args.out, allow_download=args.allow_download,
-                      accelerator=args.accelerator, precision=args.precision, num_workers=args.num_workers,
-                      progress=not args.no_progress, raise_errors=True)
+    record = run_cell(cell, args.data_root, args.out, raise_errors=True, **_run_kwargs(args))
     console = Console()
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in record.get("metrics", {}).items())
     console.print(f"[bold]{cell.method}[/] on {cell.dataset}/{cell.protocol}/{cell.variant}: "

@@ -1,0 +1,81 @@
+"""`xbench regress DIR --against GOLDEN.csv`: fail when a metric drifts beyond tolerance or goes missing."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import XBenchError
+from ..io_utils import atomic_write
+from ..runner.records import read_records
+from .long import long_rows
+
+KEY = ["method", "dataset", "protocol", "variant", "query_domain", "gallery", "seed", "metric"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("regress", help="compare a run with a golden leaderboard",
+                       description="Exit 1 and list every metric that moved beyond --tol or is missing. "
+                                   "--update (re)writes the golden file from the run, deliberately.")
+    p.add_argument("dir", help="run folder holding records/")
+    p.add_argument("--against", required=True, help="golden long CSV, e.g. benchmarks/golden/smoke.csv")
+    p.add_argument("--tol", type=float, default=0.005, help="absolute tolerance (default 0.005)")
+    p.add_argument("--update", action="store_true", help="write the golden file from this run instead")
+    p.set_defaults(func=regress_command)
+
+
+def current_values(run_dir: Path) -> pd.DataFrame:
+    long = long_rows(read_records(run_dir))
+    return long[KEY + ["value"]]
+
+
+def compare(current: pd.DataFrame, golden: pd.DataFrame, tol: float) -> pd.DataFrame:
+    """Rows of golden whose metric is missing in `current` or differs by more than `tol`."""
+    merged = golden.merge(current, on=KEY, how="left", suffixes=("_golden", "_current"))
+    merged["delta"] = merged["value_current"] - merged["value_golden"]
+    bad = merged[merged["value_current"].isna() | (merged["delta"].abs() > tol)]
+    return bad.assign(problem=["missing" if pd.isna(v) else "drift" for v in bad["value_current"]])
+
+
+def read_golden(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise XBenchError(f"golden file not found: {path}; create it deliberately with `xbench regress RUN "
+                          f"--against {path} --update`")
+    df = pd.read_csv(path, keep_default_na=False, dtype={"seed": int})
+    missing = [c for c in KEY + ["value"] if c not in df.columns]
+    if missing:
+        raise XBenchError(f"golden file {path} lacks columns {missing}")
+    return df
+
+
+def regress_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    run_dir, golden_path = Path(args.dir), Path(args.against)
+    current = current_values(run_dir)
+    if args.update:
+        text = current.to_csv(index=False, lineterminator="\n", float_format="%.6f")
+        atomic_write(golden_path, lambda p: p.write_text(text, encoding="utf-8"))
+        print(f"wrote golden file {golden_path} ({len(current)} metrics)")
+        return 0
+    golden = read_golden(golden_path)
+    current = current.astype({"seed": int})
+    bad = compare(current, golden, args.tol)
+    console = Console()
+    if bad.empty:
+        console.print(f"regress: {len(golden)} metrics within ±{args.tol} of {golden_path}")
+        return 0
+    table = Table(title=f"{len(bad)} of {len(golden)} metrics outside ±{args.tol} of {golden_path}")
+    for col in ["method", "dataset", "protocol", "query_domain", "gallery", "seed", "metric", "golden", "current",
+                "delta", "problem"]:
+        table.add_column(col)
+    for _, r in bad.iterrows():
+        cur = "" if pd.isna(r["value_current"]) else f"{r['value_current']:.4f}"
+        delta = "" if pd.isna(r["delta"]) else f"{r['delta']:+.4f}"
+        table.add_row(r["method"], r["dataset"], r["protocol"], str(r["query_domain"]), str(r["gallery"]),
+                      str(r["seed"]), r["metric"], f"{r['value_golden']:.4f}", cur, delta, r["problem"])
+    console.print(table)
+    return 1

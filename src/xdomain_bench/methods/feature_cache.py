@@ -1,0 +1,345 @@
+"""H14 feature cache: frozen image features computed once per (dataset tree, backbone, transform, view).
+
+A store file holds the features of individual images, keyed by `relpath|invert|box` and checked against
+each file's size and mtime, so every role, protocol, hold-out and seed of one tree shares it and a
+re-written tree is never served stale features. Store identity = (dataset, listing sha256, image root,
+backbone weights sha256, transform description, view index, feature kind, precision).
+
+Runner hook (a cacheable method opts in with two lines):
+
+    train_loader, eval_loader = build_cached_loaders(method, datamodule, cache_dir)
+    trainer.fit(method, train_dataloaders=train_loader, val_dataloaders=[eval_loader("val_query"), ...])
+
+Batches from these loaders carry `features` (frozen image features) instead of `pixels`; every other key
+(`class_id`, `label`, `domain_id`, `index`, `box`, `caption`, `negatives`) is as from the DataModule, and
+the train loader reuses the DataModule's own batch sampler, so it yields the very same batches.
+Train-time augmentation follows the method card's `cache_augmentation`: `none` (eval transform, exact)
+or `{views: N}` (N seeded augmented views per image, cached; one drawn per sample per access).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data.datamodule import ManifestDataset, WorkerDataError, collate
+from ..data.images import load_image
+from ..errors import ConfigError, DataError
+from ..io_utils import atomic_write
+from ..paths import cache_dir as default_cache_dir
+
+log = logging.getLogger(__name__)
+FEATURE_KINDS = ("post_proj", "pre_proj")
+STORE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Identity of one feature store file."""
+
+    dataset: str
+    listing_sha256: str
+    image_root: str
+    backbone_sha256: str
+    transform: str
+    view: int  # -1 = deterministic eval transform
+    kind: str
+    precision: str
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode("utf-8")).hexdigest()
+
+    def path(self, cache_dir: Path) -> Path:
+        tag = "eval" if self.view < 0 else f"view{self.view}"
+        return Path(cache_dir) / f"{self.dataset}-{self.kind}-{tag}-{self.digest()[:20]}.pt"
+
+
+def image_key(relpath: str, invert: bool, box: Any) -> str:
+    box_s = json.dumps([float(v) for v in box]) if box is not None and len(box) == 4 else "-"
+    return f"{relpath}|{int(bool(invert))}|{box_s}"
+
+
+def file_signature(path: Path) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def parse_augmentation(policy: Any) -> int:
+    """Card `cache_augmentation` -> number of cached augmented views (0 = eval transform only)."""
+    if policy is None or policy == "none" or policy is False or policy == 0:
+        return 0
+    if isinstance(policy, dict) and set(policy) == {"views"}:
+        policy = policy["views"]
+    elif isinstance(policy, str) and policy.replace(" ", "").startswith("views:"):
+        policy = policy.split(":", 1)[1]
+    try:
+        views = int(policy)
+    except (TypeError, ValueError):
+        views = -1
+    if views < 1:
+        raise ConfigError(f"cache_augmentation must be 'none' or {{views: N}} with N >= 1, got {policy!r}")
+    return views
+
+
+class _AugmentedView(Dataset):
+    """Rows of a ManifestDataset through its train transform with a per-(image, view) seeded generator."""
+
+    def __init__(self, base: ManifestDataset, transform: Any, view: int) -> None:
+        self.base, self.transform, self.view = base, transform, view
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        b = self.base
+        try:
+            img = load_image(b.image_root / b.relpaths[i], invert=b.invert[i])
+        except DataError as exc:
+            raise WorkerDataError(str(exc)) from None
+        key = image_key(b.relpaths[i], b.invert[i], b.boxes[i])
+        seed = int.from_bytes(hashlib.sha256(f"{key}#{self.view}".encode()).digest()[:7], "big")
+        pixels, box = self.transform(img, b.boxes[i], generator=torch.Generator().manual_seed(seed))
+        return {"pixels": pixels, "box": box, "class_id": 0, "label": 0, "domain_id": 0, "index": i}
+
+
+class FeatureCache:
+    """Computes and stores frozen image features of DataModule roles (H14)."""
+
+    def __init__(self, vlm: Any, cache_dir: str | Path | None = None, *, kind: str = "post_proj",
+                 device: str | torch.device | None = None, precision: str | None = None,
+                 batch_size: int = 64, num_workers: int = 0) -> None:
+        if kind not in FEATURE_KINDS:
+            raise ConfigError(f"feature kind must be one of {FEATURE_KINDS}, not '{kind}'")
+        self.vlm = vlm
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "features"
+        self.kind = kind
+        self.device = torch.device(device) if device is not None else next(vlm.parameters()).device
+        self.precision = str(precision or "32-true")
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.stats = {"computed": 0, "reused": 0}
+
+    def _autocast(self):
+        if self.precision.startswith("bf16") and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.precision.startswith("16") and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def spec(self, datamodule: Any, transform: str, view: int) -> StoreSpec:
+        info = datamodule.info
+        listing = (datamodule.manifest.meta.get("listing_sha256") if datamodule.manifest is not None else None) \
+            or info.notes.get("listing_sha256") or "unknown"
+        backbone = self.vlm.spec.get("weights_sha256") or json.dumps(self.vlm.spec, sort_keys=True, default=str)
+        return StoreSpec(info.dataset, str(listing), str(Path(datamodule.image_root).resolve()), str(backbone),
+                         transform, view, self.kind, self.precision)
+
+    def role_features(self, datamodule: Any, role: str, view: int = -1) -> tuple[Tensor, Tensor]:
+        """(features (N, D) float32, boxes (N, 4)) for every row of `role`, in manifest order.
+
+        `view = -1` uses the DataModule's deterministic eval transform (exact); `view >= 0` the train
+        transform with a generator seeded by (image, view)."""
+        base = datamodule.dataset_for(role)
+        if view < 0:
+            source: Dataset = base
+            transform = f"eval:{json.dumps(datamodule.preprocess.to_dict(), sort_keys=True)}"
+        else:
+            train_tf = datamodule.dataset_for(role, train_transform=True).transform
+            source = _AugmentedView(base, train_tf, view)
+            transform = (f"train:{json.dumps(datamodule.preprocess.to_dict(), sort_keys=True)}:"
+                         f"{type(train_tf).__name__}:{json.dumps(vars_of(train_tf), sort_keys=True, default=str)}")
+        spec = self.spec(datamodule, transform, view)
+        path = spec.path(self.cache_dir)
+        keys = [image_key(r, inv, b) for r, inv, b in zip(base.relpaths, base.invert, base.boxes)]
+        sigs = [file_signature(base.image_root / r) for r in base.relpaths]
+        store = load_store(path, spec)
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        missing = [i for k, i in first.items() if store["index"].get(k) is None
+                   or store["sigs"][store["index"][k]] != sigs[i]]
+        if missing:
+            feats, boxes = self._compute(Subset(source, missing))
+            update_store(store, [keys[i] for i in missing], [sigs[i] for i in missing], feats, boxes)
+            save_store(path, spec, store)
+        self.stats["computed"] += len(missing)
+        self.stats["reused"] += len(first) - len(missing)
+        rows = torch.as_tensor([store["index"][k] for k in keys], dtype=torch.long)
+        dim = self._dim()
+        if not len(keys):
+            return torch.zeros(0, dim), torch.zeros(0, 4)
+        return store["features"][rows], store["boxes"][rows]
+
+    def _dim(self) -> int:
+        sizes = self.vlm.sizes
+        return sizes.vision_width if self.kind == "pre_proj" else sizes.embed_dim
+
+    @torch.no_grad()
+    def _compute(self, dataset: Dataset) -> tuple[Tensor, Tensor]:
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                            collate_fn=collate)
+        original = next(self.vlm.parameters()).device
+        self.vlm.to(self.device)
+        feats, boxes = [], []
+        try:
+            for batch in loader:
+                with self._autocast():
+                    out = self.vlm.frozen_image_features(batch["pixels"].to(self.device),
+                                                         pre_proj=self.kind == "pre_proj")
+                feats.append(out.float().cpu())
+                boxes.append(batch["box"].float())
+        finally:
+            self.vlm.to(original)
+        return torch.cat(feats), torch.cat(boxes)
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    """Public scalar attributes of a transform, for its description."""
+    return {k: v for k, v in sorted(vars(obj).items()) if isinstance(v, int | float | str | tuple)}
+
+
+# --- store files (one torch.save dict per StoreSpec, written atomically) ----------------------------------
+def empty_store(dim: int = 0) -> dict[str, Any]:
+    return {"keys": [], "sigs": [], "features": torch.zeros(0, dim), "boxes": torch.zeros(0, 4), "index": {}}
+
+
+def load_store(path: Path, spec: StoreSpec) -> dict[str, Any]:
+    if not path.is_file():
+        return empty_store()
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt store is rebuilt, never trusted
+        log.warning("feature cache %s is unreadable (%s); recomputing", path, exc)
+        return empty_store()
+    if blob.get("version") != STORE_VERSION or blob.get("spec") != asdict(spec):
+        log.warning("feature cache %s does not match its key; recomputing", path)
+        return empty_store()
+    store = {k: blob[k] for k in ("keys", "sigs", "features", "boxes")}
+    store["index"] = {k: i for i, k in enumerate(store["keys"])}
+    return store
+
+
+def update_store(store: dict[str, Any], keys: list[str], sigs: list[str], feats: Tensor, boxes: Tensor) -> None:
+    """Insert or overwrite rows."""
+    if not store["keys"]:
+        store["features"] = feats.new_zeros(0, feats.shape[1])
+    new_rows = []
+    for j, (k, s) in enumerate(zip(keys, sigs)):
+        i = store["index"].get(k)
+        if i is None:
+            new_rows.append(j)
+            store["index"][k] = len(store["keys"])
+            store["keys"].append(k)
+            store["sigs"].append(s)
+        else:
+            store["features"][i] = feats[j]
+            store["boxes"][i] = boxes[j]
+            store["sigs"][i] = s
+    if new_rows:
+        sel = torch.as_tensor(new_rows, dtype=torch.long)
+        store["features"] = torch.cat([store["features"], feats[sel]])
+        store["boxes"] = torch.cat([store["boxes"], boxes[sel]])
+
+
+def save_store(path: Path, spec: StoreSpec, store: dict[str, Any]) -> None:
+    blob = {"version": STORE_VERSION, "spec": asdict(spec), "keys": store["keys"], "sigs": store["sigs"],
+            "features": store["features"].contiguous(), "boxes": store["boxes"].contiguous()}
+    atomic_write(path, lambda p: torch.save(blob, p))
+
+
+# --- cached datasets and loaders -----------------------------------------------------------------------
+class CachedFeatureDataset(Dataset):
+    """A role's rows with `features` from the cache in place of `pixels`.
+
+    `views` holds one (N, D) tensor per cached view; with several, each access draws one at random from a
+    generator seeded by `seed`. Supports batched fetching (`__getitems__`), so a batch costs one gather."""
+
+    def __init__(self, base: ManifestDataset, views: list[Tensor], boxes: list[Tensor], seed: int = 0) -> None:
+        if not views or any(v.shape[0] != len(base) for v in views):
+            raise ValueError("every cached view needs one feature row per dataset row")
+        self.base = base
+        self.views = torch.stack(views)  # (V, N, D)
+        self.boxes = torch.stack(boxes)  # (V, N, 4)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.class_ids = torch.as_tensor(base.class_ids, dtype=torch.long)
+        self.labels = torch.as_tensor(base.labels, dtype=torch.long)
+        self.domain_ids = torch.as_tensor(base.domain_ids, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        if self.views.shape[0] > 1:
+            v = torch.randint(0, self.views.shape[0], (idx.numel(),), generator=self.generator)
+        else:
+            v = torch.zeros(idx.numel(), dtype=torch.long)
+        out: dict[str, Any] = {"features": self.views[v, idx], "box": self.boxes[v, idx],
+                               "class_id": self.class_ids[idx], "label": self.labels[idx],
+                               "domain_id": self.domain_ids[idx], "index": idx}
+        if self.base.captions is not None:
+            out["caption"] = [(self.base.captions[i] or [""])[0] for i in idx.tolist()]
+            out["negatives"] = [self.base.negatives[i] for i in idx.tolist()]
+        return out
+
+
+def collate_features(items: Any) -> dict[str, Any]:
+    """Batches come pre-assembled from `__getitems__`; single items (batch_size=None) pass through too."""
+    if isinstance(items, dict):
+        return items
+    if len(items) == 1:
+        return items[0]
+    raise TypeError("collate_features expects the dict built by CachedFeatureDataset.__getitems__")
+
+
+def build_cached_loaders(method: Any, datamodule: Any, cache_dir: str | Path | None = None, *,
+                         device: str | torch.device | None = None, precision: str | None = None,
+                         ) -> tuple[DataLoader, Callable[[str], DataLoader]]:
+    """(train loader, eval-loader factory by role) serving cached features to a cacheable method.
+
+    The train loader reuses the DataModule's batch sampler (and generator), so batches are the same as
+    `datamodule.train_dataloader()`'s. Records what it did under `method.notes["feature_cache"]`."""
+    if not getattr(method, "cacheable", False):
+        raise ConfigError(f"method '{method.name}' is not cacheable: its trainable parts see the image encoder")
+    datamodule.setup()
+    kind = getattr(method, "cache_feature", "post_proj")
+    cache = FeatureCache(method.vlm, cache_dir, kind=kind, device=device, precision=precision,
+                         batch_size=datamodule.eval_batch_size, num_workers=datamodule.num_workers)
+    n_views = parse_augmentation(method.cfg.get("cache_augmentation", "none"))
+    orig = datamodule.train_dataloader()
+    pairs = [cache.role_features(datamodule, "train")] if n_views == 0 else \
+        [cache.role_features(datamodule, "train", view=v) for v in range(n_views)]
+    train_ds = CachedFeatureDataset(orig.dataset, [p[0] for p in pairs], [p[1] for p in pairs],
+                                    seed=datamodule.seed)
+    train_loader = DataLoader(train_ds, batch_sampler=orig.batch_sampler, generator=orig.generator,
+                              collate_fn=collate_features)
+    loaders: dict[str, DataLoader] = {}
+
+    def eval_loader(role: str) -> DataLoader:
+        if role not in loaders:
+            feats, boxes = cache.role_features(datamodule, role)
+            ds = CachedFeatureDataset(datamodule.dataset_for(role), [feats], [boxes])
+            loaders[role] = DataLoader(ds, batch_size=datamodule.eval_batch_size, shuffle=False,
+                                       collate_fn=collate_features)
+            method.notes["feature_cache"]["stats"] = dict(cache.stats)
+        return loaders[role]
+
+    method.notes["feature_cache"] = {"kind": kind, "augmentation": "none" if n_views == 0 else f"views:{n_views}",
+                                     "dir": str(cache.cache_dir), "stats": dict(cache.stats)}
+    return train_loader, eval_loader

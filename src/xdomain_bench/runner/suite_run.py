@@ -1,0 +1,53 @@
+"""Run a whole suite: skip finished cells, record failures and go on, show cells done/total."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..io_utils import atomic_write_json
+from ..leaderboard.status import EXPECTED_CELLS
+from .records import Cell, existing_ok_record
+
+
+def register_expected(out_dir: Path, cells: list[Cell]) -> None:
+    """Remember every cell a suite asked for, so the leaderboard can show missing ones."""
+    path = out_dir / EXPECTED_CELLS
+    known: dict[str, Any] = {}
+    if path.is_file():
+        known = {c["key"]: c for c in json.loads(path.read_text(encoding="utf-8"))}
+    for cell in cells:
+        known[cell.key()] = {"key": cell.key(), "cell": cell.to_dict()}
+    atomic_write_json(path, [known[k] for k in sorted(known)])
+
+
+def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **run_kwargs: Any) -> dict[str, int]:
+    from rich.console import Console
+
+    from .execute import run_cell
+
+    console = Console()
+    out_dir = Path(out_dir)
+    register_expected(out_dir, cells)
+    summary = {"ok": 0, "skipped": 0, "failed": 0, "n/a": 0}
+    t0 = time.perf_counter()
+    for i, cell in enumerate(cells, 1):
+        head = f"[{i}/{len(cells)}] {cell.method} · {cell.dataset}/{cell.protocol}/{cell.variant}"
+        head += f" · {cell.holdout or '-'} · {cell.data_options.get('gallery', '-')} · seed {cell.seed}"
+        if existing_ok_record(out_dir, cell):
+            summary["skipped"] += 1
+            console.print(f"[dim]{head}: done already[/]")
+            continue
+        console.print(f"[bold]{head}[/]")
+        rec = run_cell(cell, data_root, out_dir, **run_kwargs)
+        status = rec["status"]
+        summary[status if status in summary else "failed"] += 1
+        if status == "ok":
+            console.print(f"    ok in {rec['timings']['total_s']:.1f} s")
+        else:
+            console.print(f"    [red]{status}[/]: {rec.get('error')}")
+    console.print(f"suite: {summary['ok']} ran, {summary['skipped']} already done, {summary['failed']} failed, "
+                  f"{summary['n/a']} n/a, in {time.perf_counter() - t0:.0f} s")
+    return summary

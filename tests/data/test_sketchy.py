@@ -1,0 +1,226 @@
+"""Sketchy-Extended adapter (PROTOCOLS.md §3) against fixture trees in the official layout."""
+
+from __future__ import annotations
+
+import pathlib
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xdomain_bench.data.base import get_dataset
+from xdomain_bench.data.manifest import ROLES, read_manifest, write_manifest
+from xdomain_bench.errors import DataError
+from xdomain_bench.paths import splits_dir
+
+# PROTOCOLS.md §3.2, derived val classes (independent of the card).
+VAL = {
+    "uccdr_eccv21": ["bee", "castle", "fish", "hat", "horse", "pickup_truck", "pistol", "rabbit", "snail",
+                     "squirrel", "volcano"],
+    "uccdr_random25": ["bee", "chair", "frog", "helicopter", "hotdog", "pig", "pretzel", "skyscraper", "spoon",
+                       "violin"],
+}
+TEST_FILE = {"uccdr_eccv21": "sketchy_test_classes_eccv2018.txt",
+             "uccdr_random25": "sketchy_test_classes_random25.txt"}
+
+
+def _lines(name: str) -> list[str]:
+    return (splits_dir() / name).read_text(encoding="utf-8").splitlines()
+
+
+CLASSES = _lines("sketchy_classes.txt")
+
+
+def n_files(i: int) -> int:
+    return 1 + i % 3
+
+
+def make_tree(root: Path, sketch_rel: str = "sketch", classes: list[str] = CLASSES, reverse: bool = False) -> Path:
+    """Official layout with 1-3 tiny files per class and domain (the manifest builder never decodes)."""
+    ds = root / "Sketchy"
+    order = list(enumerate(classes))
+    for i, cls in reversed(order) if reverse else order:
+        ks = range(n_files(i))
+        for k in reversed(ks) if reverse else ks:
+            for rel, ext in ((sketch_rel, ".png"), ("extended_photo", ".jpg")):
+                (ds / rel / cls).mkdir(parents=True, exist_ok=True)
+                (ds / rel / cls / f"n0{i:03d}_{k}{ext}").write_bytes(b"x")
+    return ds
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sk")
+    make_tree(root)
+    return root
+
+
+def classes_of(m, role: str) -> set[str]:
+    return set(m.role(role)["class_name"])
+
+
+def files_of(classes) -> int:
+    return sum(n_files(CLASSES.index(c)) for c in classes)
+
+
+@pytest.mark.parametrize("protocol,n_train,n_val,n_test", [("uccdr_eccv21", 93, 11, 21),
+                                                           ("uccdr_random25", 90, 10, 25)])
+def test_clean_split_sizes_names_and_roles(tree, protocol, n_train, n_val, n_test):
+    m = get_dataset("sketchy").build_manifest(tree, protocol, "clean")
+    test = set(_lines(TEST_FILE[protocol]))
+    assert len(test) == n_test
+    assert classes_of(m, "query") == classes_of(m, "gallery") == test
+    assert sorted(classes_of(m, "val_query")) == sorted(classes_of(m, "val_gallery")) == VAL[protocol]
+    train = classes_of(m, "train")
+    assert len(train) == n_train and not train & (test | set(VAL[protocol]))
+    assert len(train | test | set(VAL[protocol])) == 125
+    # domains per role and row counts from the fixture
+    assert set(m.role("query")["domain"]) == {"sketch"} and set(m.role("gallery")["domain"]) == {"extended_photo"}
+    assert set(m.role("val_query")["domain"]) == {"sketch"}
+    assert set(m.role("val_gallery")["domain"]) == {"extended_photo"}
+    assert len(m.role("query")) == files_of(test)
+    assert len(m.role("train")) == 2 * files_of(train)
+    assert m.meta["inverted_domains"] == ["sketch"] and m.meta["notes"] == {}
+
+
+@pytest.mark.parametrize("protocol,n_train", [("uccdr_eccv21", 104), ("uccdr_random25", 100)])
+def test_paper_trains_on_all_non_test_classes_without_val(tree, protocol, n_train):
+    m = get_dataset("sketchy").build_manifest(tree, protocol, "paper")
+    assert len(classes_of(m, "train")) == n_train
+    assert m.counts()["val_query"] == m.counts()["val_gallery"] == 0
+    assert classes_of(m, "query") == set(_lines(TEST_FILE[protocol]))
+    assert m.meta["notes"]["no_val_split"] and m.meta["notes"]["test_selected_upstream"]
+    assert m.meta["inverted_domains"] == ["sketch"]
+
+
+def test_class_ids_are_sorted_indices_and_rows_in_normative_order(tree):
+    m = get_dataset("sketchy").build_manifest(tree, "uccdr_eccv21", "clean")
+    ids = dict(zip(m.rows["class_name"], m.rows["class_id"]))
+    assert ids == {c: sorted(CLASSES).index(c) for c in ids}
+    assert ids["car_(sedan)"] == sorted(CLASSES).index("car_(sedan)")
+    keys = [(ROLES.index(r.role), r.domain, r.class_name, r.relpath) for r in m.rows.itertuples()]
+    assert keys == sorted(keys)
+
+
+def test_unflattened_layout_gives_same_roles_with_real_paths(tmp_path, tree):
+    ds = make_tree(tmp_path, sketch_rel="sketch/tx_000000000000")
+    (ds / "sketch" / "tx_000000000001" / "ant").mkdir(parents=True)  # another augmentation: ignored
+    (ds / "sketch" / "tx_000000000001" / "ant" / "extra.png").write_bytes(b"x")
+    a = get_dataset("sketchy").build_manifest(tmp_path, "uccdr_random25", "clean")
+    b = get_dataset("sketchy").build_manifest(tree, "uccdr_random25", "clean")
+    assert a.counts() == b.counts()
+    q = a.role("query")
+    assert all(p.startswith("sketch/tx_000000000000/") for p in q["relpath"])
+    assert set(q["domain"]) == {"sketch"}
+    assert all((ds / p).is_file() for p in a.rows["relpath"])
+    assert not any("tx_000000000001" in p for p in a.rows["relpath"])
+
+
+def test_hyphenated_folder_is_refused_with_the_rename(tmp_path):
+    classes = [c if c != "hot_air_balloon" else "hot-air_balloon" for c in CLASSES]
+    make_tree(tmp_path, classes=classes)
+    out = tmp_path / "m.csv"
+    with pytest.raises(DataError) as exc:
+        write_manifest(get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21"), out)
+    msg = str(exc.value)
+    assert "hot-air_balloon" in msg and "hot_air_balloon" in msg and "prepare" in msg and "\n" not in msg
+    assert not out.exists()
+
+
+def test_prepare_renames_then_manifest_builds(tmp_path):
+    from xdomain_bench.data.sketchy import prepare
+
+    classes = [{"hot_air_balloon": "hot-air_balloon", "jack_o_lantern": "jack-o-lantern"}.get(c, c) for c in CLASSES]
+    make_tree(tmp_path, classes=classes)
+    assert len(prepare(tmp_path)) == 4  # two classes in two domains
+    m = get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21")
+    assert {"hot_air_balloon", "jack_o_lantern"} <= set(m.rows["class_name"])
+
+
+def test_class_outside_the_list_is_refused(tmp_path):
+    make_tree(tmp_path, classes=CLASSES + ["unicorn"])
+    with pytest.raises(DataError, match=r"unicorn.*not one of the 125") as exc:
+        get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21")
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_classes_are_refused_unless_allowed(tmp_path):
+    make_tree(tmp_path, classes=[c for c in CLASSES if c != "zebra"])
+    with pytest.raises(DataError, match="zebra"):
+        get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21")
+    m = get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21", allow_missing_classes=True)
+    assert "zebra" not in set(m.rows["class_name"]) and len(classes_of(m, "train")) == 92
+
+
+def test_listing_order_does_not_change_the_manifest_bytes(tmp_path, tree, monkeypatch):
+    make_tree(tmp_path / "b", reverse=True)
+    adapter = get_dataset("sketchy")
+    write_manifest(adapter.build_manifest(tree, "uccdr_eccv21"), tmp_path / "a.csv")
+    real_iterdir = pathlib.Path.iterdir
+    rnd = random.Random(7)
+
+    def shuffled(self):
+        items = list(real_iterdir(self))
+        rnd.shuffle(items)
+        return iter(items)
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", shuffled)
+    write_manifest(adapter.build_manifest(tmp_path / "b", "uccdr_eccv21"), tmp_path / "b.csv")
+    monkeypatch.undo()
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.meta.json").read_bytes() == (tmp_path / "b.meta.json").read_bytes()
+    back = read_manifest(tmp_path / "b.csv")
+    assert back.counts() == adapter.build_manifest(tree, "uccdr_eccv21").counts()
+
+
+def test_synth_tiny_verifies_and_fills_every_role(tmp_path):
+    adapter = get_dataset("sketchy")
+    t0 = time.perf_counter()
+    ds = adapter.synth(tmp_path, "tiny", seed=0)
+    assert time.perf_counter() - t0 < 3.0
+    report = adapter.verify(tmp_path)
+    assert report.ok, report.problems
+    n_images = report.counts["sketch_files"] + report.counts["extended_photo_files"]
+    assert 100 <= n_images <= 600
+    for protocol in ("uccdr_eccv21", "uccdr_random25"):
+        clean = adapter.build_manifest(tmp_path, protocol, "clean").counts()
+        assert all(clean[r] > 0 for r in ROLES), (protocol, clean)
+        assert set(adapter.build_manifest(tmp_path, protocol, "paper").rows["class_name"]) <= set(CLASSES)
+    sketch = next((ds / "sketch").rglob("*.png"))
+    photo = next((ds / "extended_photo").rglob("*.jpg"))
+    with Image.open(sketch) as s, Image.open(photo) as p:
+        assert s.format == "PNG" and p.format == "JPEG" and s.size == p.size == (64, 64)
+        arr = np.asarray(s.convert("L"))
+    assert (arr > 200).mean() > 0.7 and (arr < 60).any()  # black strokes on white, as real sketches
+
+
+def test_synth_is_deterministic_by_seed(tmp_path):
+    adapter = get_dataset("sketchy")
+    a, b, c = (adapter.synth(tmp_path / n, "tiny", seed=s) for n, s in (("a", 0), ("b", 0), ("c", 1)))
+
+    def files(d):
+        return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+    fa, fb, fc = files(a), files(b), files(c)
+    assert fa == fb
+    assert fa.keys() == fc.keys() and fa != fc
+
+
+def test_verify_reports_bad_images_and_missing_class(tmp_path):
+    adapter = get_dataset("sketchy")
+    ds = adapter.synth(tmp_path, "tiny")
+    photos = sorted((ds / "extended_photo").rglob("*.jpg"))
+    photos[0].write_bytes(b"")
+    photos[1].write_bytes(photos[1].read_bytes()[:200])
+    victim = sorted((ds / "sketch").iterdir())[0]
+    for f in victim.iterdir():
+        f.unlink()
+    victim.rmdir()
+    problems = adapter.verify(tmp_path).problems
+    assert any("zero-byte" in p and photos[0].name in p for p in problems)
+    assert any(photos[1].name in p and "truncated" in p for p in problems)
+    assert any(victim.name in p and "missing" in p for p in problems)
+    assert all("\n" not in p for p in problems)
