@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import random
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,18 +51,38 @@ def write_full_cub(root: Path, reverse: bool = False) -> Path:
     return ds
 
 
+def _scratch_dir(tmp_path_factory, name: str) -> tuple[Path, bool]:
+    """A scratch folder in RAM (/dev/shm) when possible: these tests write thousands of tiny files."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix=f"xbench-{name}-", dir=shm)), True
+    return tmp_path_factory.mktemp(name), False
+
+
+@pytest.fixture
+def scratch(tmp_path_factory):
+    path, in_ram = _scratch_dir(tmp_path_factory, "t")
+    yield path
+    if in_ram:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def full(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cub")
+def full(tmp_path_factory):
+    root, in_ram = _scratch_dir(tmp_path_factory, "cub")
     write_full_cub(root)
-    return root
+    yield root
+    if in_ram:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cubtiny")
+def tiny(tmp_path_factory):
+    root, in_ram = _scratch_dir(tmp_path_factory, "cubtiny")
     get_dataset("cub").synth(root, "tiny")
-    return root
+    yield root
+    if in_ram:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def copy_of(src: Path, dst: Path) -> Path:
@@ -132,9 +154,9 @@ def test_closed_train_gallery_option_marks_not_same_set(full):
         get_dataset("cub").build_manifest(full, "fgir_open", gallery="train")
 
 
-def test_listing_order_does_not_change_the_manifest_bytes(tmp_path, full, monkeypatch):
+def test_listing_order_does_not_change_the_manifest_bytes(scratch, full, monkeypatch):
     adapter = get_dataset("cub")
-    write_manifest(adapter.build_manifest(full, "fgir_closed"), tmp_path / "a.csv")
+    write_manifest(adapter.build_manifest(full, "fgir_closed"), scratch / "a.csv")
     real_iterdir = pathlib.Path.iterdir
     rnd = random.Random(5)
 
@@ -144,10 +166,10 @@ def test_listing_order_does_not_change_the_manifest_bytes(tmp_path, full, monkey
         return iter(items)
 
     monkeypatch.setattr(pathlib.Path, "iterdir", shuffled)
-    write_manifest(adapter.build_manifest(full, "fgir_closed"), tmp_path / "b.csv")
+    write_manifest(adapter.build_manifest(full, "fgir_closed"), scratch / "b.csv")
     monkeypatch.undo()
-    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
-    assert (tmp_path / "a.meta.json").read_bytes() == (tmp_path / "b.meta.json").read_bytes()
+    assert (scratch / "a.csv").read_bytes() == (scratch / "b.csv").read_bytes()
+    assert (scratch / "a.meta.json").read_bytes() == (scratch / "b.meta.json").read_bytes()
 
 
 BROKEN = [  # (file, line number, replacement line, expected message fragment)
@@ -162,51 +184,51 @@ BROKEN = [  # (file, line number, replacement line, expected message fragment)
 
 
 @pytest.mark.parametrize("fname,lineno,replacement,fragment", BROKEN)
-def test_malformed_metadata_line_names_file_and_line(tmp_path, tiny, fname, lineno, replacement, fragment):
-    ds = copy_of(tiny, tmp_path)
+def test_malformed_metadata_line_names_file_and_line(scratch, tiny, fname, lineno, replacement, fragment):
+    ds = copy_of(tiny, scratch)
     lines = (ds / fname).read_text().splitlines()
     lines[lineno - 1] = replacement
     (ds / fname).write_text("\n".join(lines) + "\n")
-    out = tmp_path / "m.csv"
+    out = scratch / "m.csv"
     with pytest.raises(DataError) as exc:
-        write_manifest(get_dataset("cub").build_manifest(tmp_path, "fgir_open"), out)
+        write_manifest(get_dataset("cub").build_manifest(scratch, "fgir_open"), out)
     assert fragment in str(exc.value) and "\n" not in str(exc.value)
     assert not out.exists()
-    assert any(fragment in p for p in get_dataset("cub").verify(tmp_path).problems)
+    assert any(fragment in p for p in get_dataset("cub").verify(scratch).problems)
 
 
-def test_short_metadata_file_and_missing_file(tmp_path, tiny):
-    ds = copy_of(tiny, tmp_path)
+def test_short_metadata_file_and_missing_file(scratch, tiny):
+    ds = copy_of(tiny, scratch)
     lines = (ds / "train_test_split.txt").read_text().splitlines()
     (ds / "train_test_split.txt").write_text("\n".join(lines[:-3]) + "\n")
     with pytest.raises(DataError, match=r"train_test_split.txt: 157 lines but images.txt lists 160"):
-        get_dataset("cub").build_manifest(tmp_path, "fgir_closed")
+        get_dataset("cub").build_manifest(scratch, "fgir_closed")
     (ds / "train_test_split.txt").write_text("\n".join(lines) + "\n")
     (ds / "bounding_boxes.txt").unlink()
     with pytest.raises(DataError, match=r"bounding_boxes.txt: metadata file missing"):
-        get_dataset("cub").build_manifest(tmp_path, "fgir_closed")
+        get_dataset("cub").build_manifest(scratch, "fgir_closed")
 
 
-def test_listed_but_missing_image_is_named(tmp_path, tiny):
-    ds = copy_of(tiny, tmp_path)
+def test_listed_but_missing_image_is_named(scratch, tiny):
+    ds = copy_of(tiny, scratch)
     line12 = (ds / "images.txt").read_text().splitlines()[11]
     (ds / "images" / line12.split()[1]).unlink()
     with pytest.raises(DataError) as exc:
-        get_dataset("cub").build_manifest(tmp_path, "fgir_open")
+        get_dataset("cub").build_manifest(scratch, "fgir_open")
     msg = str(exc.value)
     assert "images.txt:12" in msg and line12.split()[1] in msg and "1 of 160" in msg and "\n" not in msg
 
 
-def test_synth_tiny_verifies_with_true_boxes_and_fills_every_role(tmp_path):
+def test_synth_tiny_verifies_with_true_boxes_and_fills_every_role(scratch):
     adapter = get_dataset("cub")
     t0 = time.perf_counter()
-    ds = adapter.synth(tmp_path, "tiny", seed=0)
+    ds = adapter.synth(scratch, "tiny", seed=0)
     assert time.perf_counter() - t0 < 3.0
-    report = adapter.verify(tmp_path)
+    report = adapter.verify(scratch)
     assert report.ok, report.problems
     assert report.counts["classes"] == 200 and 100 <= report.counts["images"] <= 600
     for protocol in ("fgir_open", "fgir_closed"):
-        c = adapter.build_manifest(tmp_path, protocol, "clean").counts()
+        c = adapter.build_manifest(scratch, protocol, "clean").counts()
         assert all(c[r] > 0 for r in ROLES), (protocol, c)
     for line in (ds / "bounding_boxes.txt").read_text().splitlines():
         _, x, y, w, h = map(float, line.split())
@@ -214,8 +236,8 @@ def test_synth_tiny_verifies_with_true_boxes_and_fills_every_role(tmp_path):
         assert w * h < 64 * 64 * 0.9
 
 
-def test_verify_reports_bad_images_unlisted_files_and_wrong_names(tmp_path, tiny):
-    ds = copy_of(tiny, tmp_path)
+def test_verify_reports_bad_images_unlisted_files_and_wrong_names(scratch, tiny):
+    ds = copy_of(tiny, scratch)
     names = [line.split()[1] for line in (ds / "images.txt").read_text().splitlines()]
     (ds / "images" / names[0]).write_bytes(b"")
     data = (ds / "images" / names[1]).read_bytes()
@@ -223,7 +245,7 @@ def test_verify_reports_bad_images_unlisted_files_and_wrong_names(tmp_path, tiny
     (ds / "images" / NAMES[0] / "stray.jpg").write_bytes(data)
     classes = (ds / "classes.txt").read_text().replace("017.Cardinal", "017.Northern_Cardinal")
     (ds / "classes.txt").write_text(classes)
-    problems = get_dataset("cub").verify(tmp_path).problems
+    problems = get_dataset("cub").verify(scratch).problems
     assert any("zero-byte" in p and names[0] in p for p in problems)
     assert any("truncated" in p and names[1] in p for p in problems)
     assert any("stray.jpg" in p and "not in images.txt" in p for p in problems)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import random
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,11 +54,29 @@ def make_tree(root: Path, sketch_rel: str = "sketch", classes: list[str] = CLASS
     return ds
 
 
+def _scratch_dir(tmp_path_factory, name: str) -> tuple[Path, bool]:
+    """A scratch folder in RAM (/dev/shm) when possible: these tests write thousands of tiny files."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix=f"xbench-{name}-", dir=shm)), True
+    return tmp_path_factory.mktemp(name), False
+
+
+@pytest.fixture
+def scratch(tmp_path_factory):
+    path, in_ram = _scratch_dir(tmp_path_factory, "t")
+    yield path
+    if in_ram:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sk")
+def tree(tmp_path_factory):
+    root, in_ram = _scratch_dir(tmp_path_factory, "sk")
     make_tree(root)
-    return root
+    yield root
+    if in_ram:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def classes_of(m, role: str) -> set[str]:
@@ -105,11 +126,11 @@ def test_class_ids_are_sorted_indices_and_rows_in_normative_order(tree):
     assert keys == sorted(keys)
 
 
-def test_unflattened_layout_gives_same_roles_with_real_paths(tmp_path, tree):
-    ds = make_tree(tmp_path, sketch_rel="sketch/tx_000000000000")
+def test_unflattened_layout_gives_same_roles_with_real_paths(scratch, tree):
+    ds = make_tree(scratch, sketch_rel="sketch/tx_000000000000")
     (ds / "sketch" / "tx_000000000001" / "ant").mkdir(parents=True)  # another augmentation: ignored
     (ds / "sketch" / "tx_000000000001" / "ant" / "extra.png").write_bytes(b"x")
-    a = get_dataset("sketchy").build_manifest(tmp_path, "uccdr_random25", "clean")
+    a = get_dataset("sketchy").build_manifest(scratch, "uccdr_random25", "clean")
     b = get_dataset("sketchy").build_manifest(tree, "uccdr_random25", "clean")
     assert a.counts() == b.counts()
     q = a.role("query")
@@ -119,46 +140,46 @@ def test_unflattened_layout_gives_same_roles_with_real_paths(tmp_path, tree):
     assert not any("tx_000000000001" in p for p in a.rows["relpath"])
 
 
-def test_hyphenated_folder_is_refused_with_the_rename(tmp_path):
+def test_hyphenated_folder_is_refused_with_the_rename(scratch):
     classes = [c if c != "hot_air_balloon" else "hot-air_balloon" for c in CLASSES]
-    make_tree(tmp_path, classes=classes)
-    out = tmp_path / "m.csv"
+    make_tree(scratch, classes=classes)
+    out = scratch / "m.csv"
     with pytest.raises(DataError) as exc:
-        write_manifest(get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21"), out)
+        write_manifest(get_dataset("sketchy").build_manifest(scratch, "uccdr_eccv21"), out)
     msg = str(exc.value)
     assert "hot-air_balloon" in msg and "hot_air_balloon" in msg and "prepare" in msg and "\n" not in msg
     assert not out.exists()
 
 
-def test_prepare_renames_then_manifest_builds(tmp_path):
+def test_prepare_renames_then_manifest_builds(scratch):
     from xdomain_bench.data.sketchy import prepare
 
     classes = [{"hot_air_balloon": "hot-air_balloon", "jack_o_lantern": "jack-o-lantern"}.get(c, c) for c in CLASSES]
-    make_tree(tmp_path, classes=classes)
-    assert len(prepare(tmp_path)) == 4  # two classes in two domains
-    m = get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21")
+    make_tree(scratch, classes=classes)
+    assert len(prepare(scratch)) == 4  # two classes in two domains
+    m = get_dataset("sketchy").build_manifest(scratch, "uccdr_eccv21")
     assert {"hot_air_balloon", "jack_o_lantern"} <= set(m.rows["class_name"])
 
 
-def test_class_outside_the_list_is_refused(tmp_path):
-    make_tree(tmp_path, classes=CLASSES + ["unicorn"])
+def test_class_outside_the_list_is_refused(scratch):
+    make_tree(scratch, classes=CLASSES + ["unicorn"])
     with pytest.raises(DataError, match=r"unicorn.*not one of the 125") as exc:
-        get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21")
+        get_dataset("sketchy").build_manifest(scratch, "uccdr_eccv21")
     assert "\n" not in str(exc.value)
 
 
-def test_missing_classes_are_refused_unless_allowed(tmp_path):
-    make_tree(tmp_path, classes=[c for c in CLASSES if c != "zebra"])
+def test_missing_classes_are_refused_unless_allowed(scratch):
+    make_tree(scratch, classes=[c for c in CLASSES if c != "zebra"])
     with pytest.raises(DataError, match="zebra"):
-        get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21")
-    m = get_dataset("sketchy").build_manifest(tmp_path, "uccdr_eccv21", allow_missing_classes=True)
+        get_dataset("sketchy").build_manifest(scratch, "uccdr_eccv21")
+    m = get_dataset("sketchy").build_manifest(scratch, "uccdr_eccv21", allow_missing_classes=True)
     assert "zebra" not in set(m.rows["class_name"]) and len(classes_of(m, "train")) == 92
 
 
-def test_listing_order_does_not_change_the_manifest_bytes(tmp_path, tree, monkeypatch):
-    make_tree(tmp_path / "b", reverse=True)
+def test_listing_order_does_not_change_the_manifest_bytes(scratch, tree, monkeypatch):
+    make_tree(scratch / "b", reverse=True)
     adapter = get_dataset("sketchy")
-    write_manifest(adapter.build_manifest(tree, "uccdr_eccv21"), tmp_path / "a.csv")
+    write_manifest(adapter.build_manifest(tree, "uccdr_eccv21"), scratch / "a.csv")
     real_iterdir = pathlib.Path.iterdir
     rnd = random.Random(7)
 
@@ -168,27 +189,27 @@ def test_listing_order_does_not_change_the_manifest_bytes(tmp_path, tree, monkey
         return iter(items)
 
     monkeypatch.setattr(pathlib.Path, "iterdir", shuffled)
-    write_manifest(adapter.build_manifest(tmp_path / "b", "uccdr_eccv21"), tmp_path / "b.csv")
+    write_manifest(adapter.build_manifest(scratch / "b", "uccdr_eccv21"), scratch / "b.csv")
     monkeypatch.undo()
-    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
-    assert (tmp_path / "a.meta.json").read_bytes() == (tmp_path / "b.meta.json").read_bytes()
-    back = read_manifest(tmp_path / "b.csv")
+    assert (scratch / "a.csv").read_bytes() == (scratch / "b.csv").read_bytes()
+    assert (scratch / "a.meta.json").read_bytes() == (scratch / "b.meta.json").read_bytes()
+    back = read_manifest(scratch / "b.csv")
     assert back.counts() == adapter.build_manifest(tree, "uccdr_eccv21").counts()
 
 
-def test_synth_tiny_verifies_and_fills_every_role(tmp_path):
+def test_synth_tiny_verifies_and_fills_every_role(scratch):
     adapter = get_dataset("sketchy")
     t0 = time.perf_counter()
-    ds = adapter.synth(tmp_path, "tiny", seed=0)
+    ds = adapter.synth(scratch, "tiny", seed=0)
     assert time.perf_counter() - t0 < 3.0
-    report = adapter.verify(tmp_path)
+    report = adapter.verify(scratch)
     assert report.ok, report.problems
     n_images = report.counts["sketch_files"] + report.counts["extended_photo_files"]
     assert 100 <= n_images <= 600
     for protocol in ("uccdr_eccv21", "uccdr_random25"):
-        clean = adapter.build_manifest(tmp_path, protocol, "clean").counts()
+        clean = adapter.build_manifest(scratch, protocol, "clean").counts()
         assert all(clean[r] > 0 for r in ROLES), (protocol, clean)
-        assert set(adapter.build_manifest(tmp_path, protocol, "paper").rows["class_name"]) <= set(CLASSES)
+        assert set(adapter.build_manifest(scratch, protocol, "paper").rows["class_name"]) <= set(CLASSES)
     sketch = next((ds / "sketch").rglob("*.png"))
     photo = next((ds / "extended_photo").rglob("*.jpg"))
     with Image.open(sketch) as s, Image.open(photo) as p:
@@ -197,9 +218,9 @@ def test_synth_tiny_verifies_and_fills_every_role(tmp_path):
     assert (arr > 200).mean() > 0.7 and (arr < 60).any()  # black strokes on white, as real sketches
 
 
-def test_synth_is_deterministic_by_seed(tmp_path):
+def test_synth_is_deterministic_by_seed(scratch):
     adapter = get_dataset("sketchy")
-    a, b, c = (adapter.synth(tmp_path / n, "tiny", seed=s) for n, s in (("a", 0), ("b", 0), ("c", 1)))
+    a, b, c = (adapter.synth(scratch / n, "tiny", seed=s) for n, s in (("a", 0), ("b", 0), ("c", 1)))
 
     def files(d):
         return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
@@ -209,9 +230,9 @@ def test_synth_is_deterministic_by_seed(tmp_path):
     assert fa.keys() == fc.keys() and fa != fc
 
 
-def test_verify_reports_bad_images_and_missing_class(tmp_path):
+def test_verify_reports_bad_images_and_missing_class(scratch):
     adapter = get_dataset("sketchy")
-    ds = adapter.synth(tmp_path, "tiny")
+    ds = adapter.synth(scratch, "tiny")
     photos = sorted((ds / "extended_photo").rglob("*.jpg"))
     photos[0].write_bytes(b"")
     photos[1].write_bytes(photos[1].read_bytes()[:200])
@@ -219,7 +240,7 @@ def test_verify_reports_bad_images_and_missing_class(tmp_path):
     for f in victim.iterdir():
         f.unlink()
     victim.rmdir()
-    problems = adapter.verify(tmp_path).problems
+    problems = adapter.verify(scratch).problems
     assert any("zero-byte" in p and photos[0].name in p for p in problems)
     assert any(photos[1].name in p and "truncated" in p for p in problems)
     assert any(victim.name in p and "missing" in p for p in problems)

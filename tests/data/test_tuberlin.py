@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import random
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,11 +60,29 @@ def make_tree(root: Path, folder: str = "TUBerlin", raw: bool = False, reverse: 
     return ds
 
 
+def _scratch_dir(tmp_path_factory, name: str) -> tuple[Path, bool]:
+    """A scratch folder in RAM (/dev/shm) when possible: these tests write thousands of tiny files."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix=f"xbench-{name}-", dir=shm)), True
+    return tmp_path_factory.mktemp(name), False
+
+
+@pytest.fixture
+def scratch(tmp_path_factory):
+    path, in_ram = _scratch_dir(tmp_path_factory, "t")
+    yield path
+    if in_ram:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tub")
+def tree(tmp_path_factory):
+    root, in_ram = _scratch_dir(tmp_path_factory, "tub")
     make_tree(root)
-    return root
+    yield root
+    if in_ram:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def classes_of(m, role: str) -> set[str]:
@@ -100,10 +121,10 @@ def test_paper_trains_on_220_classes_and_does_not_invert(tree):
     assert m.meta["notes"]["no_val_split"] and m.meta["notes"]["sketches_not_inverted"]
 
 
-def test_raw_names_are_normalised_and_alias_folder_is_accepted(tmp_path, tree):
-    ds = make_tree(tmp_path, folder="TU-Berlin", raw=True)
+def test_raw_names_are_normalised_and_alias_folder_is_accepted(scratch, tree):
+    ds = make_tree(scratch, folder="TU-Berlin", raw=True)
     assert (ds / "sketches" / "flying bird").is_dir() and (ds / "images" / "flyingbird").is_dir()
-    raw = get_dataset("tuberlin").build_manifest(tmp_path, "uccdr_random30", "clean")
+    raw = get_dataset("tuberlin").build_manifest(scratch, "uccdr_random30", "clean")
     ref = get_dataset("tuberlin").build_manifest(tree, "uccdr_random30", "clean")
     assert raw.counts() == ref.counts()
     for role in ROLES:
@@ -118,33 +139,33 @@ def test_raw_names_are_normalised_and_alias_folder_is_accepted(tmp_path, tree):
     assert raw.meta["unnormalised_folders"]["sketches"]["t-shirt"] == "t_shirt"
 
 
-def test_colliding_folder_names_are_refused(tmp_path):
-    ds = make_tree(tmp_path)
+def test_colliding_folder_names_are_refused(scratch):
+    ds = make_tree(scratch)
     (ds / "sketches" / "flying bird").mkdir()
     with pytest.raises(DataError, match=r"flying bird.*flying_bird|flying_bird.*flying bird") as exc:
-        get_dataset("tuberlin").build_manifest(tmp_path, "uccdr_random30")
+        get_dataset("tuberlin").build_manifest(scratch, "uccdr_random30")
     assert "\n" not in str(exc.value)
 
 
-def test_photo_folder_without_sketch_class_is_refused(tmp_path):
-    ds = make_tree(tmp_path)
+def test_photo_folder_without_sketch_class_is_refused(scratch):
+    ds = make_tree(scratch)
     (ds / "images" / "unicornz").mkdir()
     with pytest.raises(DataError, match="unicornz.*match no sketches"):
-        get_dataset("tuberlin").build_manifest(tmp_path, "uccdr_random30")
+        get_dataset("tuberlin").build_manifest(scratch, "uccdr_random30")
 
 
-def test_missing_test_class_is_refused_unless_allowed(tmp_path):
-    make_tree(tmp_path, classes=[c for c in CLASSES if c != "banana"])
+def test_missing_test_class_is_refused_unless_allowed(scratch):
+    make_tree(scratch, classes=[c for c in CLASSES if c != "banana"])
     with pytest.raises(DataError, match="banana"):
-        get_dataset("tuberlin").build_manifest(tmp_path, "uccdr_random30")
-    m = get_dataset("tuberlin").build_manifest(tmp_path, "uccdr_random30", allow_missing_classes=True)
+        get_dataset("tuberlin").build_manifest(scratch, "uccdr_random30")
+    m = get_dataset("tuberlin").build_manifest(scratch, "uccdr_random30", allow_missing_classes=True)
     assert classes_of(m, "query") == set(TEST) - {"banana"}
 
 
-def test_listing_order_does_not_change_the_manifest_bytes(tmp_path, tree, monkeypatch):
-    make_tree(tmp_path / "b", reverse=True)
+def test_listing_order_does_not_change_the_manifest_bytes(scratch, tree, monkeypatch):
+    make_tree(scratch / "b", reverse=True)
     adapter = get_dataset("tuberlin")
-    write_manifest(adapter.build_manifest(tree, "uccdr_random30"), tmp_path / "a.csv")
+    write_manifest(adapter.build_manifest(tree, "uccdr_random30"), scratch / "a.csv")
     real_iterdir = pathlib.Path.iterdir
     rnd = random.Random(3)
 
@@ -154,10 +175,10 @@ def test_listing_order_does_not_change_the_manifest_bytes(tmp_path, tree, monkey
         return iter(items)
 
     monkeypatch.setattr(pathlib.Path, "iterdir", shuffled)
-    write_manifest(adapter.build_manifest(tmp_path / "b", "uccdr_random30"), tmp_path / "b.csv")
+    write_manifest(adapter.build_manifest(scratch / "b", "uccdr_random30"), scratch / "b.csv")
     monkeypatch.undo()
-    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
-    assert (tmp_path / "a.meta.json").read_bytes() == (tmp_path / "b.meta.json").read_bytes()
+    assert (scratch / "a.csv").read_bytes() == (scratch / "b.csv").read_bytes()
+    assert (scratch / "a.meta.json").read_bytes() == (scratch / "b.meta.json").read_bytes()
 
 
 def test_verify_checks_a_real_tree_against_the_card(tree):
@@ -167,28 +188,28 @@ def test_verify_checks_a_real_tree_against_the_card(tree):
     assert not any("class folders missing" in p for p in problems)
 
 
-def test_synth_tiny_verifies_and_fills_every_role(tmp_path):
+def test_synth_tiny_verifies_and_fills_every_role(scratch):
     adapter = get_dataset("tuberlin")
     t0 = time.perf_counter()
-    ds = adapter.synth(tmp_path, "tiny", seed=0)
+    ds = adapter.synth(scratch, "tiny", seed=0)
     assert time.perf_counter() - t0 < 3.0
-    report = adapter.verify(tmp_path)
+    report = adapter.verify(scratch)
     assert report.ok, report.problems
     assert 100 <= report.counts["sketches_files"] + report.counts["images_files"] <= 600
-    clean = adapter.build_manifest(tmp_path, "uccdr_random30", "clean")
+    clean = adapter.build_manifest(scratch, "uccdr_random30", "clean")
     assert all(clean.counts()[r] > 0 for r in ROLES), clean.counts()
     assert set(clean.rows["class_name"]) <= set(CLASSES)
     assert classes_of(clean, "query") <= set(TEST) and classes_of(clean, "val_query") <= set(VAL)
     assert next((ds / "sketches").rglob("*.png")).is_file() and next((ds / "images").rglob("*.jpg")).is_file()
 
 
-def test_verify_reports_bad_and_missing_files(tmp_path):
+def test_verify_reports_bad_and_missing_files(scratch):
     adapter = get_dataset("tuberlin")
-    ds = adapter.synth(tmp_path, "tiny")
+    ds = adapter.synth(scratch, "tiny")
     sketches = sorted((ds / "sketches").rglob("*.png"))
     sketches[0].write_bytes(b"")
     sketches[-1].write_bytes(sketches[-1].read_bytes()[:100])
-    problems = adapter.verify(tmp_path).problems
+    problems = adapter.verify(scratch).problems
     assert any("zero-byte" in p and str(sketches[0]) in p for p in problems)
     assert any(str(sketches[-1]) in p for p in problems)
     assert all("\n" not in p for p in problems)

@@ -153,10 +153,10 @@ class CUBAdapter(DatasetAdapter):
     name = "cub"
     folder = "CUB_200_2011"
 
-    def missing_images(self, dataset_dir: Path, meta: CubMeta) -> list[tuple[int, str]]:
-        """(images.txt line, image name) of every listed image that is not a file."""
-        return [(i, n) for i, n in enumerate(meta.image_names, 1)
-                if n is not None and not (dataset_dir / "images" / n).is_file()]
+    @staticmethod
+    def missing_images(meta: CubMeta, found: set[str]) -> list[tuple[int, str]]:
+        """(images.txt line, image name) of every listed image absent from the listing of images/."""
+        return [(i, n) for i, n in enumerate(meta.image_names, 1) if n is not None and f"images/{n}" not in found]
 
     def _roles(self, protocol: str, variant: str, opts: dict[str, Any], meta: CubMeta
                ) -> tuple[list[tuple[int, str]], dict[str, Any]]:
@@ -185,7 +185,7 @@ class CUBAdapter(DatasetAdapter):
                 if tr:
                     per_class.setdefault(cid, []).append(i)  # already in image_id order
             for cid, idx in per_class.items():
-                chosen, _ = sample_split(idx, p["val_frac"], seed=cid)
+                chosen, _ = sample_split(idx, p["val_frac"], seed=cid - 1)
                 val.update(chosen)
         for i, tr in enumerate(meta.is_train):
             if not tr:
@@ -210,7 +210,9 @@ class CUBAdapter(DatasetAdapter):
             raise ConfigError("trainval=True only applies to the clean variant (paper already trains on 1-100)")
         ds = self.dataset_dir(root)
         meta, _ = parse_metadata(ds, self.card["expected_counts"]["classes"], strict=True)
-        missing = self.missing_images(ds, meta)
+        listing, skipped = scan_domain(ds, "images")
+        found = [f for fs in listing.values() for f in fs]
+        missing = self.missing_images(meta, set(found))
         if missing:
             line, name = missing[0]
             raise DataError(f"{ds / 'images.txt'}:{line}: lists images/{name}, which is missing "
@@ -223,9 +225,7 @@ class CUBAdapter(DatasetAdapter):
             records.append({"relpath": f"images/{meta.image_names[i]}", "class_name": cls,
                             "class_id": meta.labels[i] - 1, "domain": "photo", "role": role,
                             "box": meta.boxes[i], "image_id": i + 1})
-        listing, skipped = scan_domain(ds, "images")
         listed = {f"images/{n}" for n in meta.image_names}
-        found = [f for fs in listing.values() for f in fs]
         unlisted = sorted(set(found) - listed)
         notes = dict(extra["notes"])
         if variant == "paper":
@@ -255,13 +255,14 @@ class CUBAdapter(DatasetAdapter):
             bad = next(i for i, (a, b) in enumerate(zip(meta.class_names, official), 1) if a != b)
             report.problems.append(f"{ds / 'classes.txt'}:{bad}: class {meta.class_names[bad - 1]!r} differs from "
                                    f"the official '{official[bad - 1]}'")
-        missing = self.missing_images(ds, meta)
+        listing, _ = scan_domain(ds, "images")
+        found = {f for fs in listing.values() for f in fs}
+        missing = self.missing_images(meta, found)
         report.problems += [f"{ds / 'images.txt'}:{i}: lists images/{n}, which is missing" for i, n in missing[:200]]
         if len(missing) > 200:
             report.problems.append(f"{len(missing) - 200} more listed images are missing")
-        listing, _ = scan_domain(ds, "images")
         listed = {f"images/{n}" for n in meta.image_names if n is not None}
-        unlisted = sorted({f for fs in listing.values() for f in fs} - listed)
+        unlisted = sorted(found - listed)
         if unlisted:
             report.problems.append(f"{ds / 'images'}: {len(unlisted)} image files are not in images.txt: "
                                    f"{', '.join(unlisted[:MAX_LISTED])}")
@@ -273,8 +274,7 @@ class CUBAdapter(DatasetAdapter):
         for key, n in counts.items():
             if n != expected[key]:
                 report.problems.append(f"{ds}: {n} {key.replace('_', ' ')}, expected exactly {expected[key]}")
-        missing_set = {n for _, n in missing}
-        report.problems += image_problems(ds, sorted(listed - {f"images/{n}" for n in missing_set}))
+        report.problems += image_problems(ds, sorted(listed & found))
         return report
 
     def synth(self, root: str | Path, scale: str = "tiny", seed: int = 0) -> Path:

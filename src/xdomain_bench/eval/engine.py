@@ -7,6 +7,7 @@ memory is about ``chunk_size × N_g × 8`` bytes (score block + its sorted copy)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
@@ -49,7 +50,7 @@ class ClassBlocks:
 
 
 @contextmanager
-def _exact_matmul(device: torch.device):
+def exact_matmul(device: torch.device):
     """TF32 off on CUDA for the duration (PROTOCOLS.md §7.4)."""
     if device.type != "cuda":
         yield
@@ -78,14 +79,14 @@ def run_chunks(
     dtype: torch.dtype = torch.float32,
     backend: str = "auto",
 ) -> dict[str, float]:
-    """Drive the chunk loop and average every metric over all queries (float64 sums)."""
+    """Drive the chunk loop and average every metric over all queries (exact float64 sums)."""
     blocks = ClassBlocks(gallery_codes, n_codes)
     qcodes = torch.from_numpy(query_codes)
     n_cand = n_gallery - 1 if same_set else n_gallery
     cs = min(chunk_size, n_query)
     buf = torch.empty(cs, n_gallery, dtype=dtype, device=device)
     sorted_buf = np.empty((cs, n_gallery), dtype=buf.numpy().dtype) if device.type == "cpu" else None
-    sums = {spec.name: torch.zeros((), dtype=torch.float64) for spec in specs}
+    values = {spec.name: np.zeros(n_query, dtype=np.float64) for spec in specs}
     n_empty = 0
     sklearn = tie_mode == "sklearn" and any(spec.is_ap for spec in specs)
     for q0 in range(0, n_query, cs):
@@ -100,9 +101,10 @@ def run_chunks(
             sklearn_ties=sklearn, backend=backend, sorted_buf=sorted_buf,
         )  # fmt: skip
         for spec in specs:
-            sums[spec.name] += per_query_values(spec, rr, tie_mode).sum().cpu()
+            values[spec.name][q0 : q0 + c] = per_query_values(spec, rr, tie_mode).cpu().numpy()
         n_empty += int((rr.n_rel == 0).sum())
-    out = {name: float(total) / n_query for name, total in sums.items()}
+    # correctly rounded float64 sums: the result does not depend on the chunk size
+    out: dict[str, float] = {name: math.fsum(v.tolist()) / n_query for name, v in values.items()}
     out.update(n_queries=n_query, n_gallery=n_gallery, n_queries_no_relevant=n_empty)
     return out
 
@@ -170,7 +172,7 @@ def evaluate_class_retrieval(
             torch.addmm(neg_g2, q[q0 : q0 + c], gt, alpha=2.0, out=out)  # -(|g|^2 - 2 q.g)
             return out.sub_(q2[q0 : q0 + c, None])
 
-    with _exact_matmul(q.device):
+    with exact_matmul(q.device):
         return run_chunks(
             block, q.shape[0], g.shape[0], qcodes, gcodes, n_codes, specs,
             same_set=same_set, chunk_size=chunk_size, tie_mode=tie_mode, device=q.device,

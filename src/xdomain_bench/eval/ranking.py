@@ -125,7 +125,7 @@ def _ranks_search(
     if len(nan_rows):
         _raise_nan(int(nan_rows[0]))
     s = S.gather(1, rel).masked_fill_(~valid, float("-inf")).numpy()
-    D = np.ascontiguousarray(np.sort(s, axis=1)[:, ::-1])
+    D = -np.sort(-s, axis=1)  # descending, padding (-inf) last
     ranks = np.full(rel.shape, PAD_RANK, dtype=np.int64)
     ge = np.zeros(rel.shape, dtype=np.int64) if sklearn_ties else None
     blk = _Block(Sn, V, D, valid.sum(dim=1).numpy(), rel.numpy(), valid.numpy(), gallery_codes, query_codes, ranks, ge)

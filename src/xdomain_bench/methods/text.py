@@ -14,8 +14,9 @@ DEFAULT_TEMPLATE = "a photo of a {}."
 
 
 def clean_class_name(name: str) -> str:
-    """Strip numeric prefixes such as `001.` (CUB) and a dataset prefix `ds/`; underscores become spaces."""
-    name = name.rsplit("/", 1)[-1]
+    """Strip numeric prefixes such as `001.` (CUB) and a dataset prefix `ds/` (lower-case identifier);
+    underscores become spaces. Slashes inside names (FGVC `F/A-18`, `F-16A/B`) are kept."""
+    name = re.sub(r"^[a-z0-9_]+/", "", name)
     name = re.sub(r"^\d+\.", "", name)
     return name.replace("_", " ")
 
