@@ -106,6 +106,7 @@ def test_open_paper_is_5864_train_and_5924_same_set_test(full):
     assert m.meta["same_set"] is True and m.meta["notes"]["no_val_split"]
     row = m.rows[m.rows["image_id"] == 1].iloc[0]
     assert row["class_name"] == NAMES[0] and row["class_id"] == 0 and row["domain"] == "photo"
+    assert m.meta["class_names"] == NAMES
     assert row["relpath"] == f"images/{NAMES[0]}/{NAMES[0][4:]}_0000_7001.jpg"
     assert row["box"] == [0.0, 1.5, 100.0, 52.5]  # x, y, w, h = 0, 1.5, 100, 51 -> x0, y0, x1, y1
     keys = [(ROLES.index(r.role), r.domain, r.class_name, r.relpath) for r in m.rows.itertuples()]
@@ -207,6 +208,17 @@ def test_short_metadata_file_and_missing_file(scratch, tiny):
     (ds / "bounding_boxes.txt").unlink()
     with pytest.raises(DataError, match=r"bounding_boxes.txt: metadata file missing"):
         get_dataset("cub").build_manifest(scratch, "fgir_closed")
+
+
+def test_blank_lines_only_tolerated_at_the_end(scratch, tiny):
+    ds = copy_of(tiny, scratch)
+    text = (ds / "bounding_boxes.txt").read_text()
+    (ds / "bounding_boxes.txt").write_text(text + "\n\n")
+    assert get_dataset("cub").build_manifest(scratch, "fgir_open").counts()["query"] == 64
+    lines = text.splitlines()
+    (ds / "bounding_boxes.txt").write_text("\n".join(lines[:5] + [""] + lines[5:]) + "\n")
+    with pytest.raises(DataError, match=r"bounding_boxes.txt:6: expected"):
+        get_dataset("cub").build_manifest(scratch, "fgir_open")
 
 
 def test_listed_but_missing_image_is_named(scratch, tiny):

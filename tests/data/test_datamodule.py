@@ -9,6 +9,7 @@ import pytest
 import torch
 from dn_fixture import TreeModel as T
 from dn_fixture import png_bytes
+from PIL import Image, ImageDraw
 
 from xdomain_bench.data.datamodule import ManifestDataset, RetrievalDataModule, WorkerDataError, collate
 from xdomain_bench.data.domainnet import DomainNet
@@ -181,3 +182,16 @@ def test_captions_negatives_and_boxes_reach_the_batch(tmp_path):
     # 40x20 -> 32x16 (x0.8), centre crop 16 from x=8: box x 10..20 -> 8..16 -> 0..8 of 16; y 0..20 -> 0..16
     assert torch.allclose(batch["box"][0], torch.tensor([0.0, 0.0, 0.5, 1.0]))
     assert torch.isnan(batch["box"][1]).all()
+
+
+def test_crop_to_box(tmp_path):
+    img = Image.new("RGB", (40, 20), (255, 255, 255))
+    ImageDraw.Draw(img).rectangle([10, 0, 19, 19], fill=(255, 0, 0))
+    img.save(tmp_path / "a.png")
+    rows = pd.DataFrame({"relpath": ["a.png"], "class_name": ["x"], "class_id": [0], "domain": ["photo"],
+                         "role": ["query"], "box": [[10.0, 0.0, 20.0, 20.0]]})
+    info = DataInfo("toy", "p", "clean", None, ["x"], [0], ["photo"], "class", True, False, True,
+                    "R@1", ("R@1",), "R@1", ())
+    item = ManifestDataset(rows, tmp_path, EvalTransform(PP), info, crop_to_box=True)[0]
+    assert torch.allclose(item["box"], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert item["pixels"][1].max() < 0.05 and item["pixels"][0].min() > 0.95  # only the red object is left

@@ -8,7 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from lightning.fabric.utilities.data import _set_sampler_epoch
 from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader
 
 from xdomain_bench.data.samplers import DomainBalancedBatchSampler
 from xdomain_bench.data.transforms import EvalTransform, TrainTransform
@@ -112,8 +114,13 @@ def test_domain_balanced_sampler_composition_and_determinism():
     assert set(small) == set(range(50, 57))  # the small domain is cycled (oversampled)
     assert _batches(DomainBalancedBatchSampler(domains, 9, seed=5)) == batches
     assert _batches(DomainBalancedBatchSampler(domains, 9, seed=6)) != batches
-    s.set_epoch(1)
-    assert _batches(s) != batches
+    second = _batches(s)  # a new pass is a new epoch...
+    assert second != batches
+    loader = DataLoader(list(range(77)), batch_sampler=s)
+    _set_sampler_epoch(loader, 1)  # ...and Lightning pins it (through batch_sampler.sampler.set_epoch)
+    assert _batches(s) == second
+    s.set_epoch(0)
+    assert _batches(s) == batches
 
 
 def test_domain_balanced_sampler_remainder_rotates_and_shards():
@@ -123,7 +130,7 @@ def test_domain_balanced_sampler_remainder_rotates_and_shards():
     assert max(per_domain.values()) - min(per_domain.values()) <= 1
     r0 = DomainBalancedBatchSampler(domains, 4, seed=0, num_replicas=2, rank=0)
     r1 = DomainBalancedBatchSampler(domains, 4, seed=0, num_replicas=2, rank=1)
-    full = _batches(s)
+    full = _batches(DomainBalancedBatchSampler(domains, batch_size=4, seed=0))
     assert _batches(r0) == full[0::2] and _batches(r1) == full[1::2]
     assert len(r0) + len(r1) == len(s)
     tiny = DomainBalancedBatchSampler([0, 1], batch_size=8, seed=0)

@@ -122,6 +122,7 @@ def test_class_ids_are_sorted_indices_and_rows_in_normative_order(tree):
     ids = dict(zip(m.rows["class_name"], m.rows["class_id"]))
     assert ids == {c: sorted(CLASSES).index(c) for c in ids}
     assert ids["car_(sedan)"] == sorted(CLASSES).index("car_(sedan)")
+    assert m.meta["class_names"] == sorted(CLASSES)  # class_names[class_id] for the DataModule
     keys = [(ROLES.index(r.role), r.domain, r.class_name, r.relpath) for r in m.rows.itertuples()]
     assert keys == sorted(keys)
 

@@ -110,6 +110,7 @@ def test_clean_is_200_train_20_val_30_test(tree):
     assert m.meta["inverted_domains"] == ["sketches"]
     ids = dict(zip(m.rows["class_name"], m.rows["class_id"]))
     assert ids == {c: CLASSES.index(c) for c in ids}  # sorted index (the list is sorted)
+    assert m.meta["class_names"] == CLASSES
     keys = [(ROLES.index(r.role), r.domain, r.class_name, r.relpath) for r in m.rows.itertuples()]
     assert keys == sorted(keys)
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from xdomain_bench.data.info import DataInfo
 from xdomain_bench.methods import dcar as dcar_mod
 from xdomain_bench.methods.base import build_optimizer, get_method_class
-from xdomain_bench.methods.config import resolve_config
+from xdomain_bench.methods.config import load_card, resolve_config
 from xdomain_bench.methods.dcar import DCAR, category_loss, warmup_cosine_factor
 from xdomain_bench.methods.dcar_weights import caption_tokens, token_weights
 from xdomain_bench.vlm import load_backbone
@@ -210,7 +210,11 @@ def test_vit_b16_counts():
     assert DCAR(b16, info, resolve_config("dcar", "shallow")).trainable_counts()["total"] == 527_104  # ≈0.53 M
 
 
-def test_negatives_none_and_schedule():
+def test_card_and_schedule():
+    card = load_card("dcar")
+    assert set(card["defaults"]) <= set(card["provenance"])
+    published = {"num_negatives", "negatives", "backbone"}
+    assert all("not published; our choice" in str(v) for k, v in card["provenance"].items() if k not in published)
     assert warmup_cosine_factor(0, total=100, warmup=10, warmup_ratio=0.005) == 0.005
     assert warmup_cosine_factor(9, total=100, warmup=10, warmup_ratio=0.005) == 0.005
     assert warmup_cosine_factor(10, total=100, warmup=10, warmup_ratio=0.005) == 1.0

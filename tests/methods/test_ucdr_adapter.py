@@ -200,17 +200,17 @@ def test_exp_epoch_learning_rate_rule(vlm):
 
     m = make_method(vlm)
     m.set_phase("phase2")
-    m._trainer = SimpleNamespace(num_training_batches=4)
+    m._trainer = SimpleNamespace(num_training_batches=4)  # the rule reads the epoch length lazily
     try:
         out = m.configure_optimizers()
+        opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+        seen = []
+        for _ in range(4 * 60 + 1):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
     finally:
         m._trainer = None
-    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
-    seen = []
-    for _ in range(4 * 60 + 1):
-        seen.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
     for s in (0, 3, 4, 39, 40, 240):
         epoch = s // 4
         assert seen[s] == pytest.approx(max(1e-4 * (1e-3) ** (epoch / 20), 1e-6), rel=1e-6)

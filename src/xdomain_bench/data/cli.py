@@ -79,13 +79,19 @@ def cmd_manifest(args: argparse.Namespace) -> int:
             options[key] = getattr(args, key)
     manifest = adapter.build_manifest(args.root, args.protocol, args.variant, args.holdout, **options)
     path = write_manifest(manifest, args.out)
-    table = Table(title=f"{args.name} / {args.protocol} / {args.variant} -> {path}")
+    table = Table(title=f"{args.name} {args.protocol} ({args.variant})")
     table.add_column("role")
     table.add_column("rows", justify="right")
     for role, n in manifest.counts().items():
         table.add_row(role, str(n))
     console = Console()
     console.print(table)
+    console.print(f"wrote {path} and its sidecar; listing_sha256 {manifest.meta.get('listing_sha256')}",
+                  markup=False, highlight=False)
+    skipped = manifest.meta.get("skipped_files")
+    n_skipped = len(skipped) if isinstance(skipped, list) else int(skipped or 0)
+    if n_skipped:
+        console.print(f"skipped {n_skipped} non-image or hidden files (listed in the sidecar)")
     for key, note in manifest.meta.get("notes", {}).items():
         console.print(f"[dim]{key}:[/dim] {note}")
     return 0

@@ -66,7 +66,10 @@ def _lines(path: Path, sink: _Sink) -> list[tuple[int, list[str], str]]:
     except UnicodeDecodeError as exc:
         sink.add(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); {FIX}")
         return []
-    return [(i, line.split(), line) for i, line in enumerate(text.splitlines(), 1)]
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()  # blank lines at the very end are harmless; anywhere else they are malformed
+    return [(i, line.split(), line) for i, line in enumerate(lines, 1)]
 
 
 def _parse(path: Path, n: int | None, sink: _Sink, value: Callable[[list[str]], Any]) -> list[Any]:
@@ -185,7 +188,7 @@ class CUBAdapter(DatasetAdapter):
                 if tr:
                     per_class.setdefault(cid, []).append(i)  # already in image_id order
             for cid, idx in per_class.items():
-                chosen, _ = sample_split(idx, p["val_frac"], seed=cid - 1)
+                chosen, _ = sample_split(idx, p["val_frac"], seed=cid)
                 val.update(chosen)
         for i, tr in enumerate(meta.is_train):
             if not tr:
@@ -234,7 +237,8 @@ class CUBAdapter(DatasetAdapter):
             "dataset": self.name, "protocol": protocol, "variant": variant, "holdout": None, "options": opts,
             "seeds": extra["seeds"], "listing_sha256": listing_sha256(found),
             "inverted_domains": sorted(self.inverted_domains(variant)), "notes": notes,
-            "same_set": notes.get("same_set", info.same_set), "synthetic": read_synth_marker(ds) is not None,
+            "same_set": notes.get("same_set", info.same_set), "class_names": meta.class_names,
+            "synthetic": read_synth_marker(ds) is not None,
             "unlisted_images": len(unlisted), "unlisted_examples": unlisted[:MAX_LISTED],
             "skipped_files": len(skipped), "skipped_examples": skipped[:MAX_LISTED],
         }

@@ -44,8 +44,9 @@ class ManifestDataset(Dataset):
     """Rows of one role; items are dicts (see RetrievalDataModule for the keys)."""
 
     def __init__(self, rows: pd.DataFrame, image_root: Path, transform: EvalTransform | TrainTransform,
-                 info: DataInfo) -> None:
+                 info: DataInfo, crop_to_box: bool = False) -> None:
         self.image_root = image_root
+        self.crop_to_box = crop_to_box
         self.transform = transform
         self.relpaths = list(rows["relpath"])
         self.class_ids = [int(c) for c in rows["class_id"]]
@@ -68,7 +69,11 @@ class ManifestDataset(Dataset):
             img = load_image(self.image_root / self.relpaths[i], invert=self.invert[i])
         except DataError as exc:
             raise WorkerDataError(str(exc)) from None
-        pixels, box = self.transform(img, self.boxes[i])
+        box = self.boxes[i]
+        if self.crop_to_box and box is not None:  # e.g. CUB crop_bbox=True: the object fills the input
+            img = img.crop(tuple(int(round(v)) for v in box))
+            box = (0.0, 0.0, float(img.width), float(img.height))
+        pixels, box = self.transform(img, box)
         item = {"pixels": pixels, "class_id": self.class_ids[i], "label": self.labels[i],
                 "domain_id": self.domain_ids[i], "index": i, "box": box}
         if self.captions is not None:
@@ -195,7 +200,8 @@ class RetrievalDataModule(L.LightningDataModule):
     def dataset_for(self, role: str, train_transform: bool = False) -> ManifestDataset:
         info = self._require_setup()
         tf = self._train_tf if train_transform else self._eval_tf
-        return ManifestDataset(self.role_frame(role), self.image_root, tf, info)
+        crop = bool((self.manifest.meta.get("options") or {}).get("crop_bbox", False))
+        return ManifestDataset(self.role_frame(role), self.image_root, tf, info, crop_to_box=crop)
 
     # --- loaders ----------------------------------------------------------------------------------
     def _loader_kwargs(self) -> dict[str, Any]:
@@ -209,7 +215,8 @@ class RetrievalDataModule(L.LightningDataModule):
             raise ConfigError(f"{info.dataset}/{info.protocol}/{info.variant} has no train rows")
         if self.domain_balanced and len(info.train_domains) > 1:
             sampler = DomainBalancedBatchSampler(ds.domain_ids, self.batch_size, seed=self.seed)
-            return DataLoader(ds, batch_sampler=sampler, **self._loader_kwargs())
+            return DataLoader(ds, batch_sampler=sampler, generator=torch.Generator().manual_seed(self.seed),
+                              **self._loader_kwargs())
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=gen,
                           drop_last=len(ds) >= self.batch_size, **self._loader_kwargs())

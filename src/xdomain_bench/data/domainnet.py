@@ -197,8 +197,9 @@ class DomainNet(DatasetAdapter):
         manifest.meta["notes"].update(self._notes(s, len(overlap)))
         return manifest
 
-    def records(self, listing: Listing, s: Setting) -> list[dict[str, Any]]:
-        """Unordered manifest rows of one resolved setting (PROTOCOLS §2.4–2.7)."""
+    def records(self, listing: Listing, s: Setting,
+                parts: tuple[str, ...] = ("train", "val", "test")) -> list[dict[str, Any]]:
+        """Unordered manifest rows of one resolved setting (PROTOCOLS §2.4–2.7), for the given parts."""
         frac = self.card["fractions"]
         records: list[dict[str, Any]] = []
 
@@ -210,22 +211,27 @@ class DomainNet(DatasetAdapter):
         real = self.gallery_domain
         udcdr = set(self.udcdr_classes)
         held_out: dict[str, list[str]] = {}
-        for domain in self.train_query_domains(s.holdout):  # §2.4.1
-            for cls in s.seen_classes:
-                add(domain, cls, listing.files[(domain, cls)], "train")
-        for i, cls in enumerate(s.seen_classes):  # §2.4.2-3
-            files = listing.files[(real, cls)]
-            chosen, held_out[cls] = sample_split(files, frac["train_real"], seed=i)
-            if s.variant == "clean" and cls in udcdr:
-                chosen = chosen[int(frac["udcdr_clean_removed"] * len(files)):]
-            add(real, cls, chosen, "train")
-        if s.validation:  # §2.6
+        if "train" in parts:  # §2.4.1
+            for domain in self.train_query_domains(s.holdout):
+                for cls in s.seen_classes:
+                    add(domain, cls, listing.files[(domain, cls)], "train")
+        if "train" in parts or ("test" in parts and s.gallery == "mixed"):  # §2.4.2-3
+            for i, cls in enumerate(s.seen_classes):
+                files = listing.files[(real, cls)]
+                chosen, held_out[cls] = sample_split(files, frac["train_real"], seed=i)
+                if s.variant == "clean" and cls in udcdr:
+                    chosen = chosen[int(frac["udcdr_clean_removed"] * len(files)):]
+                if "train" in parts:
+                    add(real, cls, chosen, "train")
+        if "val" in parts and s.validation:  # §2.6
             for domain in self.train_query_domains(s.holdout):
                 for i, cls in enumerate(self.val_classes):
                     add(domain, cls, sample_split(listing.files[(domain, cls)], frac["val_query"], seed=i)[0],
                         "val_query")
             for cls in self.val_classes:
                 add(real, cls, listing.files[(real, cls)], "val_gallery")
+        if "test" not in parts:
+            return records
         if s.protocol == "udcdr":  # §2.7
             p = frac["udcdr"].get(s.holdout, frac["udcdr"]["default"])
             for i, cls in enumerate(self.udcdr_classes):
@@ -340,25 +346,25 @@ class DomainNet(DatasetAdapter):
         """Role sizes of every standard setting (clean): what each manifest sidecar would record."""
         out: dict[str, int] = {}
         for h in self.settings:
-            name = self.resolve("ucdr", "clean", h).name
-            for protocol, opts in (("ucdr", {"gallery": "mixed"}), ("uccdr", {}), ("udcdr", {})):
-                roles = Counter(r["role"] for r in self.records(listing, self.resolve(protocol, "clean", h, **opts)))
-                if protocol == "ucdr":
-                    for role in ("train", "val_query", "val_gallery"):
-                        out[f"{name}/{role}"] = roles[role]
-                    out[f"{name}/gallery_mixed"] = roles["gallery"]
-                    out[f"{name}/gallery_unseen"] = sum(len(listing.files[(self.gallery_domain, c)])
-                                                        for c in self.test_classes)
-                else:
-                    out[f"{name}/{protocol}/gallery"] = roles["gallery"]
-                out[f"{name}/{protocol}/query"] = roles["query"]
+            full = self.resolve("ucdr", "clean", h, gallery="mixed")
+            roles = Counter(r["role"] for r in self.records(listing, full))
+            for role in ("train", "val_query", "val_gallery"):
+                out[f"{full.name}/{role}"] = roles[role]
+            out[f"{full.name}/ucdr/query"] = roles["query"]
+            out[f"{full.name}/gallery_unseen"] = sum(len(listing.files[(self.gallery_domain, c)])
+                                                     for c in self.test_classes)
+            out[f"{full.name}/gallery_mixed"] = roles["gallery"]
+            for protocol in ("uccdr", "udcdr"):
+                test = Counter(r["role"] for r in self.records(listing, self.resolve(protocol, "clean", h),
+                                                               parts=("test",)))
+                out[f"{full.name}/{protocol}/query"] = test["query"]
+            out[f"{full.name}/udcdr/gallery"] = test["gallery"]
         return out
 
     def synth(self, root: str | Path, scale: str = "tiny", seed: int = 0) -> Path:
         from .synth.domainnet import synth_domainnet
 
         return synth_domainnet(self, root, scale=scale, seed=seed)
-
 
 
 def check_split_files(listing: Listing, domains: list[str], class_index: dict[str, int]) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def build_info(adapter: DatasetAdapter, manifest: Manifest, protocol: str, varia
         train_class_ids=sorted({int(c) for c in train["class_id"]}),
         train_domains=sorted(set(train["domain"])),
         task=proto.task,
-        same_set=proto.same_set,
+        same_set=bool(manifest.meta.get("same_set", proto.same_set)),  # an option may change it
         has_captions=has_captions,
         has_boxes=has_boxes,
         primary_metric=proto.primary_metric,

@@ -15,8 +15,10 @@ class DomainBalancedBatchSampler(Sampler[list[int]]):
     """Yields batches holding `batch_size // K` indices of every domain (the remainder rotates).
 
     Each domain's indices are reshuffled whenever exhausted, so small domains are oversampled.
-    An epoch has `max(1, len // batch_size)` batches. Shuffles depend only on `seed` and the epoch
-    (`set_epoch`, called by Lightning). Under torch.distributed each rank takes every world-th batch.
+    An epoch has `max(1, len // batch_size)` batches. Shuffles depend only on `seed` and the epoch:
+    each pass advances the epoch, and `set_epoch` pins it (Lightning calls `batch_sampler.sampler.set_epoch`,
+    so `sampler` forwards to this object). Under torch.distributed each rank takes every world-th batch,
+    so run the Trainer with `use_distributed_sampler=False`.
     """
 
     def __init__(self, domain_ids: Sequence[int], batch_size: int, seed: int = 0,
@@ -42,6 +44,11 @@ class DomainBalancedBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> _EpochHandle:
+        """Where Lightning looks for `set_epoch` on a batch sampler."""
+        return _EpochHandle(self)
+
     def _total_batches(self) -> int:
         return max(1, self.num_samples // self.batch_size)
 
@@ -50,6 +57,7 @@ class DomainBalancedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
         k = len(self.pools)
         orders = [rng.permutation(p) for p in self.pools]
         cursors = [0] * k
@@ -65,3 +73,11 @@ class DomainBalancedBatchSampler(Sampler[list[int]]):
                     cursors[j] += 1
             if b % self.num_replicas == self.rank:
                 yield batch
+
+
+class _EpochHandle:
+    def __init__(self, owner: DomainBalancedBatchSampler) -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)

@@ -221,7 +221,7 @@ class SketchyAdapter(DatasetAdapter):
             "inverted_domains": sorted(self.inverted_domains(variant)), "notes": notes,
             "classes": {"train": split["train"] + (split["val"] if variant == "paper" else []),
                         "val": [] if variant == "paper" else split["val"], "test": sorted(split["test"])},
-            "sketch_dir": sketch_rel, "synthetic": synthetic,
+            "class_names": self.all_classes(), "sketch_dir": sketch_rel, "synthetic": synthetic,
             "skipped_files": len(skipped), "skipped_examples": skipped[:MAX_LISTED],
         }
         return assemble(records, meta)

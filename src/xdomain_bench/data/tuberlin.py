@@ -140,7 +140,7 @@ class TUBerlinAdapter(DatasetAdapter):
             "listing_sha256": listing_sha256(f for d in listing.values() for fs in d.values() for f in fs),
             "inverted_domains": sorted(self.inverted_domains(variant)), "notes": notes,
             "classes": {s: sorted(c for c in classes if split_of[c] == s) for s in ("train", "val", "test")},
-            "n_classes_in_tree": len(classes), "synthetic": synthetic, **norm,
+            "class_names": classes, "synthetic": synthetic, **norm,
             "skipped_files": len(skipped), "skipped_examples": skipped[:MAX_LISTED],
         }
         return assemble(records, meta)

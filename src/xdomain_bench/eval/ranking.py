@@ -66,45 +66,44 @@ class _Block:
 
     S: np.ndarray  # (c, Ng) scores
     V: np.ndarray  # (c, Ng) each row sorted ascending
-    D: np.ndarray  # (c, Rmax) relevant scores, descending, padding (-inf) last
+    A: np.ndarray  # (c, Rmax) relevant scores ascending, padding (+inf) last
     n_rel: np.ndarray  # (c,)
     rel: np.ndarray  # (c, Rmax) gallery indices of relevant items
     valid: np.ndarray  # (c, Rmax)
-    is_rel_code: np.ndarray  # (Ng,) gallery class codes
-    query_code: np.ndarray  # (c,)
+    gallery_codes: np.ndarray  # (Ng,)
+    query_codes: np.ndarray  # (c,)
     ranks: np.ndarray  # (c, Rmax) out
     ge: np.ndarray | None  # (c, Rmax) out, sklearn ties only
 
 
 def _rank_row(b: _Block, r: int) -> None:
+    """Ranks of row r's relevant items, computed in ascending-score order and stored reversed."""
     n = int(b.n_rel[r])
     if n == 0:
         return
-    d, v_row = b.D[r, :n], b.V[r]
+    a, v_row = b.A[r, :n], b.V[r]
     ng = v_row.shape[0]
-    right = np.searchsorted(v_row, d[::-1], side="right")[::-1]  # ascending keys: fast path
-    base = ng - right  # #{S_i > s}
-    ranks = b.ranks[r, :n]
-    ranks[:] = base + 1
+    right = v_row.searchsorted(a, side="right")  # #{S_i <= s}; sorted keys take numpy's fast path
+    rk = ng + 1 - right  # 1 + #{S_i > s}
     if b.ge is not None:
-        b.ge[r, :n] = ng - np.searchsorted(v_row, d[::-1], side="left")[::-1]
-    tied = (right >= 2) & (v_row[np.maximum(right - 2, 0)] == d)  # another item has exactly this score
-    if not tied.any():
-        return
-    values = np.unique(d[tied])
-    row = b.S[r]
-    if len(values) > _MAX_TIE_VALUES:  # many tie groups: exact stable ranks of the whole row
-        order = np.argsort(-row, kind="stable")
-        pos = np.empty(ng, dtype=np.int64)
-        pos[order] = np.arange(ng)
-        ranks[:] = np.sort(pos[b.rel[r][b.valid[r]]]) + 1
-        return
-    neg_d = -d
-    for v in values:
-        idx = np.flatnonzero(row == v)  # the whole tie group, ascending gallery index
-        rel_pos = np.flatnonzero(b.is_rel_code[idx] == b.query_code[r])  # excluded self is -inf, never here
-        p0 = int(np.searchsorted(neg_d, -v, side="left"))
-        ranks[p0 : p0 + len(rel_pos)] = base[p0] + 1 + rel_pos
+        b.ge[r, :n] = (ng - v_row.searchsorted(a, side="left"))[::-1]
+    tied = v_row[right - 2] == a  # another item has exactly this score (right >= 1; ng == 1 is harmless)
+    if tied.any():
+        vals = a[tied]
+        values = vals[np.r_[True, vals[1:] != vals[:-1]]]
+        row = b.S[r]
+        if len(values) > _MAX_TIE_VALUES:  # many tie groups: exact stable ranks of the whole row
+            order = np.argsort(-row, kind="stable")
+            pos = np.empty(ng, dtype=np.int64)
+            pos[order] = np.arange(ng)
+            b.ranks[r, :n] = np.sort(pos[b.rel[r][b.valid[r]]]) + 1
+            return
+        for v in values:
+            idx = np.flatnonzero(row == v)  # the whole tie group, ascending gallery index
+            rel_pos = np.flatnonzero(b.gallery_codes[idx] == b.query_codes[r])  # an excluded self is -inf
+            p0 = int(a.searchsorted(v, side="left"))
+            rk[p0 : p0 + len(rel_pos)] = rk[p0] + rel_pos[::-1]
+    b.ranks[r, :n] = rk[::-1]
 
 
 def _ranks_search(
@@ -115,8 +114,8 @@ def _ranks_search(
     query_codes: np.ndarray,
     sklearn_ties: bool,
     sorted_buf: np.ndarray | None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """CPU back-end: (ranks, ge, relevant scores in ranking order)."""
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """CPU back-end: (ranks, ge, relevant scores in ranking order or None)."""
     Sn = S.numpy()
     c = Sn.shape[0]
     V = sorted_buf[:c] if sorted_buf is not None else np.empty_like(Sn)
@@ -124,23 +123,26 @@ def _ranks_search(
     nan_rows = np.flatnonzero(np.isnan(V[:, -1]))  # NaN sorts last
     if len(nan_rows):
         _raise_nan(int(nan_rows[0]))
-    s = S.gather(1, rel).masked_fill_(~valid, float("-inf")).numpy()
-    D = -np.sort(-s, axis=1)  # descending, padding (-inf) last
+    s = S.gather(1, rel).masked_fill_(~valid, float("inf")).numpy()
+    A = np.sort(s, axis=1)
     ranks = np.full(rel.shape, PAD_RANK, dtype=np.int64)
     ge = np.zeros(rel.shape, dtype=np.int64) if sklearn_ties else None
-    blk = _Block(Sn, V, D, valid.sum(dim=1).numpy(), rel.numpy(), valid.numpy(), gallery_codes, query_codes, ranks, ge)
+    blk = _Block(Sn, V, A, valid.sum(dim=1).numpy(), rel.numpy(), valid.numpy(), gallery_codes, query_codes, ranks, ge)
 
     def work(lo: int, hi: int) -> None:
         for r in range(lo, hi):
             _rank_row(blk, r)
 
     _parallel_rows(c, work)
-    return torch.from_numpy(ranks), None if ge is None else torch.from_numpy(ge), torch.from_numpy(D)
+    if not sklearn_ties:
+        return torch.from_numpy(ranks), None, None
+    ordered = -np.sort(-np.where(np.isinf(s), -np.inf, s), axis=1)  # descending, padding (-inf) last
+    return torch.from_numpy(ranks), torch.from_numpy(ge), torch.from_numpy(ordered)
 
 
 def _ranks_sort(
     S: torch.Tensor, rel: torch.Tensor, valid: torch.Tensor, sklearn_ties: bool
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Generic back-end (GPU): stable argsort of -S and its inverse permutation."""
     nan = torch.isnan(S).any(dim=1)
     if bool(nan.any()):
@@ -188,6 +190,7 @@ def relevant_ranks(
         ranks, ge, s = _ranks_sort(S, rel, valid, sklearn_ties)
     out = RelevantRanks(ranks=ranks, n_rel=valid.sum(dim=1), n_gallery=n_gallery, ge=ge)
     if sklearn_ties:
+        assert s is not None
         neg = (-s).contiguous()  # ascending per row (ranking order), padding +inf last
         out.rel_ge = torch.searchsorted(neg, neg, right=True)
     return out

@@ -174,6 +174,8 @@ class DCAR(RetrievalMethod):
         """At test time the paired image is unknown: weights from f̄ (or none, per the card)."""
         texts = list(texts)
         ref = self.mean_image_embedding() if self.test_weights == "mean_image" else None
+        if ref is None and self.test_weights == "mean_image":
+            self.notes["test_token_weights"] = "none (no training image seen)"
         parts = [self.encode_captions(texts[i:i + self.eval_batch_size], ref)
                  for i in range(0, len(texts), self.eval_batch_size)]
         return torch.cat(parts) if parts else torch.zeros(0, self.vlm.sizes.embed_dim, device=self.device)

@@ -84,6 +84,25 @@ def itr_metrics(images: Tensor, captions: list[list[str]], text_emb: Tensor, ded
     return out
 
 
+def itr_per_source(images: Tensor, captions: list[list[str]], text_emb: Tensor, groups: list[str],
+                   dedupe: bool) -> dict[str, float]:
+    """Image-text metrics per source dataset (`<source>/<metric>`) and their unweighted mean (PROTOCOLS §6.6)."""
+    starts = [0]
+    for caps in captions:
+        starts.append(starts[-1] + len(caps))
+    out: dict[str, float] = {}
+    per: list[dict[str, float]] = []
+    for source in sorted(set(groups)):
+        rows = [i for i, g in enumerate(groups) if g == source]
+        t_idx = [j for i in rows for j in range(starts[i], starts[i + 1])]
+        m = itr_metrics(images[rows], [captions[i] for i in rows], text_emb[t_idx], dedupe)
+        per.append(m)
+        out.update({f"{source}/{k}": v for k, v in m.items()})
+    for key in per[0] if per else []:
+        out[key] = float(sum(m[key] for m in per) / len(per))
+    return out
+
+
 def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: str | None = None) -> dict[str, Any]:
     """Metrics on the protocol's test roles, plus counts."""
     info = dm.info
@@ -93,8 +112,10 @@ def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: s
         captions = dm.caption_lists("query")
         flat = [c for caps in captions for c in caps]
         text = embed_texts(method, flat, precision=precision)
-        metrics = itr_metrics(query, captions, text, dedupe=info.variant == "clean")
-        return {"metrics": metrics, "counts": {"n_query": len(query_rows), "n_gallery": len(flat)}}
+        groups = [rel.split("/", 1)[0] for rel in query_rows["relpath"]]
+        metrics = itr_per_source(query, captions, text, groups, dedupe=info.variant == "clean")
+        return {"metrics": metrics, "counts": {"n_query": len(query_rows), "n_gallery": len(flat),
+                                               "sources": sorted(set(groups))}}
     gallery_rows = dm.role_frame("gallery")
     if info.same_set and list(gallery_rows["relpath"]) == list(query_rows["relpath"]):
         gallery, g_lab = query, q_lab  # same-set protocol: embed once, exclude self by index
