@@ -8,7 +8,7 @@ timed three ways:
 (a) engine:    xdomain_bench.eval.engine.evaluate_class_retrieval (chunked, exact stable ranks);
 (b) reference: a straightforward per-query numpy loop as in UCDR-style evaluation code (similarity
                row inside the loop, full stable argsort, AP per query), run on a subset of queries
-               and scaled linearly to all queries;
+               (fastest of 4 batches) and scaled linearly to all queries;
 (c) floor:     chunked similarity matmul + top-200 only (no metric at all).
 
 max_abs_diff compares (a)'s ranking/AP path with (b) on the *same* float32 score matrix of a query
@@ -19,6 +19,7 @@ subset, so it measures the ranking and AP arithmetic, not BLAS rounding. The las
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -55,26 +56,34 @@ def reference_query(sim: np.ndarray, label: int, gallery_labels: np.ndarray) -> 
 
 
 def time_reference(q: np.ndarray, ql: np.ndarray, g: np.ndarray, gl: np.ndarray, n_sub: int) -> float:
-    """Seconds per query of the per-query reference (similarity row computed inside the loop)."""
-    t0 = time.perf_counter()
-    for i in range(n_sub):
-        sim = g @ q[i]
-        reference_query(sim, ql[i], gl)
-    return (time.perf_counter() - t0) / n_sub
+    """Seconds per query of the per-query reference (similarity row computed inside the loop).
+
+    Timed in 4 batches of n_sub/4 queries; the fastest batch counts, which favours the reference
+    when the machine is shared (the speedup reported is then conservative).
+    """
+    per_batch = max(1, n_sub // 4)
+    best = float("inf")
+    for b in range(4):
+        t0 = time.perf_counter()
+        for i in range(b * per_batch, (b + 1) * per_batch):
+            sim = g @ q[i]
+            reference_query(sim, ql[i], gl)
+        best = min(best, (time.perf_counter() - t0) / per_batch)
+    return best
 
 
-def time_floor(q: torch.Tensor, g: torch.Tensor, chunk: int) -> float:
+def time_floor(q: torch.Tensor, g: torch.Tensor, chunk: int) -> tuple[float, float]:
     """Chunked matmul + top-200 into reused buffers: the least any exact @200 evaluation must do."""
     gt = g.t()
     buf = torch.empty(min(chunk, len(q)), len(g))
     vals = torch.empty(buf.shape[0], K)
     idx = torch.empty(buf.shape[0], K, dtype=torch.int64)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for q0 in range(0, len(q), chunk):
         c = min(chunk, len(q) - q0)
         torch.mm(q[q0 : q0 + c], gt, out=buf[:c])
         torch.topk(buf[:c], K, dim=1, out=(vals[:c], idx[:c]))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def max_abs_diff(q: torch.Tensor, ql: np.ndarray, g: torch.Tensor, gl: np.ndarray, n_sub: int) -> float:
@@ -104,21 +113,24 @@ def main() -> None:
     q, ql, g, gl = make_data(nq, ng, dim, n_classes, args.seed)
 
     evaluate_class_retrieval(q[:64], ql[:64], g, gl, METRICS, chunk_size=args.chunk_size)  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = evaluate_class_retrieval(q, ql, g, gl, METRICS, chunk_size=args.chunk_size)
-    t_engine = time.perf_counter() - t0
-    print(f"(a) engine:    {t_engine:8.2f} s   " + "  ".join(f"{m}={res[m]:.6f}" for m in METRICS))
+    t_engine, cpu_engine = time.perf_counter() - t0, time.process_time() - c0
+    print(f"(a) engine:    {t_engine:8.2f} s   (cpu {cpu_engine:.2f} s)  "
+          + "  ".join(f"{m}={res[m]:.6f}" for m in METRICS))  # fmt: skip
 
-    t_floor = time_floor(q, g, args.chunk_size)
-    print(f"(c) floor:     {t_floor:8.2f} s   (chunked matmul + top-{K} only)")
+    t_floor, cpu_floor = time_floor(q, g, args.chunk_size)
+    print(f"(c) floor:     {t_floor:8.2f} s   (cpu {cpu_floor:.2f} s)  chunked matmul + top-{K} only")
 
     per_query = time_reference(q.numpy(), ql, g.numpy(), gl, n_ref)
     t_ref = per_query * nq
-    print(f"(b) reference: {t_ref:8.2f} s   (ESTIMATE: {n_ref} queries timed at {per_query * 1e3:.2f} ms/query, "
-          f"scaled x{nq / n_ref:.0f} to {nq} queries)")  # fmt: skip
+    print(f"(b) reference: {t_ref:8.2f} s   (ESTIMATE: {n_ref} queries timed in 4 batches, fastest batch "
+          f"{per_query * 1e3:.2f} ms/query, scaled to {nq} queries)")  # fmt: skip
 
     diff = max_abs_diff(q, ql, g, gl, n_sub=min(500, nq))
     print(f"max_abs_diff on a shared float32 score matrix ({min(500, nq)} queries): {diff:.3e}")
+    print(f"cpu-time floor_ratio={cpu_engine / cpu_floor:.2f}; load average at end {os.getloadavg()[0]:.2f} "
+          f"(wall-clock ratios are only meaningful on an otherwise idle machine)")  # fmt: skip
     print(f"RESULT speedup_vs_reference={t_ref / t_engine:.2f} floor_ratio={t_engine / t_floor:.2f} "
           f"max_abs_diff={diff:.3e}")  # fmt: skip
 

@@ -92,11 +92,6 @@ sys.modules.setdefault("dn_fixture", sys.modules[__name__])
 
 
 @pytest.fixture(scope="session")
-def tree() -> type[TreeModel]:
-    return TreeModel
-
-
-@pytest.fixture(scope="session")
 def dn_root(tmp_path_factory) -> Path:
     """The full fixture tree (read-only for tests), plus clutter the listing rule must skip."""
     root = tmp_path_factory.mktemp("dn_full")

@@ -8,6 +8,7 @@ import torch
 
 from xdomain_bench.errors import ConfigError, InputError
 from xdomain_bench.eval.engine import evaluate_class_retrieval, evaluate_scores
+from xdomain_bench.eval.ranking import relevant_ranks
 
 Q = np.eye(3, 4, dtype=np.float32) + 0.1
 G = np.ones((5, 4), dtype=np.float32)
@@ -64,13 +65,35 @@ def test_nan_scores_raise():
         evaluate_scores(scores, [0, 1], [0, 1, 1], ["mAP@all"])
 
 
-@pytest.mark.parametrize("backend", ["search", "sort"])
-def test_nan_from_overflowing_l2_embeddings_raises(backend):
+def test_nan_from_overflowing_l2_embeddings_raises():
     # finite inputs whose squared L2 overflows float32: inf - inf = NaN inside the score block
     q = torch.tensor([[3e38, 0.0]])
     g = torch.tensor([[3e38, 0.0], [-3e38, 0.0]])
     with pytest.raises(InputError, match="NaN"):
         evaluate_class_retrieval(q, [0], g, [0, 1], ["mAP@all"], distance="l2")
+
+
+def test_inf_from_overflowing_l2_embeddings_raises():
+    # |q|^2 = 4e38 overflows float32: every score of the row becomes -inf
+    q = torch.tensor([[2e19, 0.0]])
+    g = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
+    with pytest.raises(InputError, match="not finite .NaN or inf. in query row 0"):
+        evaluate_class_retrieval(q, [0], g, [0, 1], ["mAP@all"], distance="l2")
+
+
+@pytest.mark.parametrize("backend", ["search", "sort"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_ranking_backends_reject_non_finite_scores(backend, bad):
+    S = torch.tensor([[0.5, 0.1, 0.2], [0.3, 0.2, 0.1]])
+    rel, valid = torch.tensor([[0, 1], [0, 2]]), torch.ones(2, 2, dtype=torch.bool)
+    codes = np.array([0, 0, 0])
+    relevant_ranks(S.clone(), rel, valid, 3, codes, np.array([0, 0]), backend=backend)  # finite: fine
+    S[1, 1] = bad
+    with pytest.raises(InputError, match="not finite .NaN or inf. in query row 1"):
+        relevant_ranks(S, rel, valid, 3, codes, np.array([0, 0]), backend=backend)
+    S[1, 1] = float("-inf")  # one -inf per row is allowed when it is the excluded self
+    S[0, 0] = float("-inf")
+    relevant_ranks(S, rel, valid, 3, codes, np.array([0, 0]), backend=backend, n_excluded=1)
 
 
 def test_same_set_single_row_has_no_candidates():

@@ -58,6 +58,7 @@ def test_same_set_mode():
         metric.update(torch.from_numpy(g), torch.from_numpy(gl), torch.arange(29), is_query=False)
 
 
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_wrapper_errors():
     metric = RetrievalMetrics(["mAP@all"])
     with pytest.raises(InputError, match="no query embeddings"):

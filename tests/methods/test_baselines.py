@@ -12,8 +12,14 @@ from xdomain_bench.methods.config import load_card, resolve_config
 from xdomain_bench.vlm import load_backbone
 
 NAMES = ["cat", "dog", "ice_cream", "airplane", "001.Black_footed_Albatross"]
-CAPTIONS = ["a small black cat", "a dog on a 1920 x 1080 screen", "a cone of ice cream",
-            "a small black cat", "a red airplane", "a white albatross"]
+CAPTIONS = [
+    "a small black cat",
+    "a dog on a 1920 x 1080 screen",
+    "a cone of ice cream",
+    "a small black cat",
+    "a red airplane",
+    "a white albatross",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +28,23 @@ def vlm():
 
 
 def make_info(task="class") -> DataInfo:
-    return DataInfo(dataset="fdrd" if task == "itr" else "cub", protocol="p", variant="clean", holdout=None,
-                    class_names=NAMES, train_class_ids=list(range(len(NAMES))), train_domains=["photo"], task=task,
-                    same_set=task == "class", has_captions=task == "itr", has_boxes=False, primary_metric="m",
-                    metrics=("m",), selection_metric="m", inverted_domains=())
+    return DataInfo(
+        dataset="fdrd" if task == "itr" else "cub",
+        protocol="p",
+        variant="clean",
+        holdout=None,
+        class_names=NAMES,
+        train_class_ids=list(range(len(NAMES))),
+        train_domains=["photo"],
+        task=task,
+        same_set=task == "class",
+        has_captions=task == "itr",
+        has_boxes=False,
+        primary_metric="m",
+        metrics=("m",),
+        selection_metric="m",
+        inverted_domains=(),
+    )
 
 
 def make_method(vlm, name, task="class", **overrides):
@@ -35,8 +54,11 @@ def make_method(vlm, name, task="class", **overrides):
 
 def make_batch(vlm, seed=0, captions=False):
     s = vlm.sizes.image_size
-    batch = {"pixels": torch.randn(6, 3, s, s, generator=torch.Generator().manual_seed(seed)),
-             "label": torch.tensor([0, 1, 2, 0, 3, 4]), "domain_id": torch.zeros(6, dtype=torch.long)}
+    batch = {
+        "pixels": torch.randn(6, 3, s, s, generator=torch.Generator().manual_seed(seed)),
+        "label": torch.tensor([0, 1, 2, 0, 3, 4]),
+        "domain_id": torch.zeros(6, dtype=torch.long),
+    }
     if captions:
         batch["caption"] = list(CAPTIONS)
     return batch
@@ -51,9 +73,12 @@ def step(method, batch, lr=1e-3):
     return float(loss.detach())
 
 
-CASES = [("linear_probe", {}, {"proj_v"}), ("coop", {}, {"proj_v", "text.ctx"}),
-         ("coop", {"train_text_projection": True}, {"proj_v", "text.ctx", "proj_t"}),
-         ("vpt", {}, {"proj_v", "prompts"})]
+CASES = [
+    ("linear_probe", {}, {"proj_v"}),
+    ("coop", {}, {"proj_v", "text.ctx"}),
+    ("coop", {"train_text_projection": True}, {"proj_v", "text.ctx", "proj_t"}),
+    ("vpt", {}, {"proj_v", "prompts"}),
+]
 
 
 @pytest.mark.parametrize("task", ["class", "itr"])
@@ -100,8 +125,10 @@ def test_coop_context_sits_in_front_of_class_names_and_captions(vlm):
     assert m.text.class_texts(["ice_cream"]) == [" ".join(["X"] * 16) + " ice cream."]
     with torch.no_grad():
         ctx_caps = m.embed_texts(CAPTIONS)
-        manual = vlm.encode_text(vlm.tokenize([" ".join(["X"] * 16) + " " + c.replace(" x ", " × ") for c in CAPTIONS]),
-                                 context=m.text.ctx)
+        manual = vlm.encode_text(
+            vlm.tokenize([" ".join(["X"] * 16) + " " + c.replace(" x ", " × ") for c in CAPTIONS]),
+            context=m.text.ctx,
+        )
     assert torch.allclose(ctx_caps, manual, atol=1e-5)
     assert not torch.allclose(ctx_caps, vlm.encode_text(CAPTIONS), atol=1e-3)
     assert m.embed_class_texts(["zebra"]).shape == (1, vlm.sizes.embed_dim)
@@ -113,7 +140,9 @@ def test_vpt_inserts_prompts_after_cls(vlm):
     b = make_batch(vlm)
     ref = F.normalize(vlm.encode_image(b["pixels"], prompts=m.prompts, readout="cls"), dim=-1)
     assert torch.allclose(m.embed_images(b), ref, atol=1e-5)
-    assert not torch.allclose(m.embed_images(b), F.normalize(vlm.encode_image(b["pixels"]), dim=-1), atol=1e-3)
+    assert not torch.allclose(
+        m.embed_images(b), F.normalize(vlm.encode_image(b["pixels"]), dim=-1), atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("name", ["linear_probe", "coop", "vpt"])

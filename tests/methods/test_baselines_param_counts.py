@@ -24,11 +24,23 @@ def vlm():
 @pytest.fixture(scope="module")
 def info():
     names = [f"class {i}" for i in range(C + 100)]
-    return DataInfo(dataset="domainnet", protocol="ucdr", variant="clean", holdout="sketch", class_names=names,
-                    train_class_ids=list(range(C)), train_domains=["clipart", "infograph", "painting", "quickdraw",
-                                                                   "real"][:K], task="class", same_set=False,
-                    has_captions=False, has_boxes=False, primary_metric="mAP@200", metrics=("mAP@200",),
-                    selection_metric="mAP@200", inverted_domains=())
+    return DataInfo(
+        dataset="domainnet",
+        protocol="ucdr",
+        variant="clean",
+        holdout="sketch",
+        class_names=names,
+        train_class_ids=list(range(C)),
+        train_domains=["clipart", "infograph", "painting", "quickdraw", "real"][:K],
+        task="class",
+        same_set=False,
+        has_captions=False,
+        has_boxes=False,
+        primary_metric="mAP@200",
+        metrics=("mAP@200",),
+        selection_metric="mAP@200",
+        inverted_domains=(),
+    )
 
 
 def counts(vlm, info, name):
@@ -38,7 +50,13 @@ def counts(vlm, info, name):
 
 def test_sizes_are_vit_b_16(vlm):
     s = vlm.sizes
-    assert (s.vision_width, s.text_width, s.embed_dim, s.patch_size, s.num_patches) == (768, 512, 512, 16, 196)
+    assert (s.vision_width, s.text_width, s.embed_dim, s.patch_size, s.num_patches) == (
+        768,
+        512,
+        512,
+        16,
+        196,
+    )
 
 
 def test_ucdr_adapter_counts(vlm, info):
@@ -62,8 +80,12 @@ def test_pros_counts(vlm, info):
     s = vlm.sizes
     W, T, E, P, N = s.vision_width, s.text_width, s.embed_dim, s.patch_size, s.num_patches
     block = 4 * (W * W + W) + (W * 4 * W + 4 * W) + (4 * W * W + W) + 4 * W  # attention, MLP, two LayerNorms
-    simulator = 3 * P * P * W + N * W + 2 * W + 2 * block + 2 * W + W * W  # patch emb, pos, ln_pre, blocks, ln_post, proj
+    simulator = (
+        3 * P * P * W + N * W + 2 * W + 2 * block + 2 * W + W * W
+    )  # patch emb, pos, ln_pre, blocks, ln_post, proj
     got = counts(vlm, info, "pros")
     assert got["stage1"] == K * W + C * W + 16 * T + T * E
     assert got["stage2"] == simulator + 2 * W + 16 * T + T * E + W * E + W
-    assert got["total"] == got["stage1"] + got["stage2"] - (16 * T + T * E)  # context and proj_t train in both
+    assert got["total"] == got["stage1"] + got["stage2"] - (
+        16 * T + T * E
+    )  # context and proj_t train in both

@@ -310,3 +310,21 @@ def test_parameter_count_vit_b16():
     total = m.trainable_counts()["total"]
     assert total == expected
     assert abs(total / 1e6 - 6.7) < 0.05
+
+
+def test_encode_text_product_matches_plain_path(tiny_vlm):
+    """The shared-prefix text path (used for the K × C class prompts) equals encode_text per context."""
+    prefix = " ".join(["X"] * 4)
+    texts = [f"{prefix} {c}." for c in CLASSES] + [f"{prefix} a red {CLASSES[0]} in a barn."]
+    ctx = torch.randn(3, 4, tiny_vlm.sizes.text_width, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    got = tiny_vlm.encode_text_product(texts, ctx)
+    ref = torch.stack([tiny_vlm.encode_text(texts, context=c) for c in ctx])
+    assert got.shape == (3, len(texts), tiny_vlm.sizes.embed_dim)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    g_got, = torch.autograd.grad(got.square().sum(), ctx)
+    g_ref, = torch.autograd.grad(ref.square().sum(), ctx)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-4, atol=1e-4)
+    # placeholders after the shared prefix: the plain path is used, with the same result
+    late = [f"a {c} {prefix}." for c in CLASSES]
+    torch.testing.assert_close(tiny_vlm.encode_text_product(late, ctx.detach()),
+                               torch.stack([tiny_vlm.encode_text(late, context=c) for c in ctx.detach()]))

@@ -19,10 +19,23 @@ def vlm():
 
 
 def make_info(domains=("clipart", "painting", "real")) -> DataInfo:
-    return DataInfo(dataset="domainnet", protocol="ucdr", variant="clean", holdout="sketch", class_names=NAMES,
-                    train_class_ids=list(range(len(NAMES))), train_domains=list(domains), task="class",
-                    same_set=False, has_captions=False, has_boxes=False, primary_metric="mAP@200",
-                    metrics=("mAP@200",), selection_metric="mAP@200", inverted_domains=())
+    return DataInfo(
+        dataset="domainnet",
+        protocol="ucdr",
+        variant="clean",
+        holdout="sketch",
+        class_names=NAMES,
+        train_class_ids=list(range(len(NAMES))),
+        train_domains=list(domains),
+        task="class",
+        same_set=False,
+        has_captions=False,
+        has_boxes=False,
+        primary_metric="mAP@200",
+        metrics=("mAP@200",),
+        selection_metric="mAP@200",
+        inverted_domains=(),
+    )
 
 
 def make_method(vlm, variant=None, info=None, **overrides):
@@ -33,8 +46,11 @@ def make_method(vlm, variant=None, info=None, **overrides):
 
 def make_batch(vlm, seed=0):
     s = vlm.sizes.image_size
-    return {"pixels": torch.randn(6, 3, s, s, generator=torch.Generator().manual_seed(seed)),
-            "label": torch.tensor([0, 1, 2, 0, 3, 4]), "domain_id": torch.tensor([0, 1, 2, 1, 0, 2])}
+    return {
+        "pixels": torch.randn(6, 3, s, s, generator=torch.Generator().manual_seed(seed)),
+        "label": torch.tensor([0, 1, 2, 0, 3, 4]),
+        "domain_id": torch.tensor([0, 1, 2, 1, 0, 2]),
+    }
 
 
 def step(method, batch, lr=1e-3):
@@ -51,8 +67,10 @@ def test_each_stage_trains_exactly_its_parts_and_never_the_backbone(vlm):
     m.train()
     batch = make_batch(vlm)
     names = {id(p): n for n, p in m.named_parameters()}
-    expected = {"stage1": {"domain_bank", "class_bank", "text.ctx", "proj_t"},
-                "stage2": {"templates", "text.ctx", "proj_t", "proj_v", "cls_emb"}}
+    expected = {
+        "stage1": {"domain_bank", "class_bank", "text.ctx", "proj_t"},
+        "stage2": {"templates", "text.ctx", "proj_t", "proj_v", "cls_emb"},
+    }
     for stage in m.phases():
         m.set_phase(stage)
         active = {id(p) for p in m.phase_parameters(stage)}
@@ -67,7 +85,9 @@ def test_each_stage_trains_exactly_its_parts_and_never_the_backbone(vlm):
                 assert not torch.equal(before[n], p.detach()), f"{stage}: {n} did not change"
             else:
                 assert torch.equal(before[n], p.detach()), f"{stage}: {n} changed"
-    assert {n for n in names.values() if n.startswith("simulator.")} <= {names[id(p)] for p in m.phase_parameters("stage2")}
+    assert {n for n in names.values() if n.startswith("simulator.")} <= {
+        names[id(p)] for p in m.phase_parameters("stage2")
+    }
 
 
 def test_stage2_masks_the_samples_own_units(vlm):

@@ -19,10 +19,23 @@ def vlm():
 
 
 def make_info(domains=("clipart", "painting", "real"), task="class") -> DataInfo:
-    return DataInfo(dataset="domainnet", protocol="ucdr", variant="clean", holdout="sketch", class_names=NAMES,
-                    train_class_ids=list(range(len(NAMES))), train_domains=list(domains), task=task, same_set=False,
-                    has_captions=task == "itr", has_boxes=False, primary_metric="mAP@200", metrics=("mAP@200",),
-                    selection_metric="mAP@200", inverted_domains=())
+    return DataInfo(
+        dataset="domainnet",
+        protocol="ucdr",
+        variant="clean",
+        holdout="sketch",
+        class_names=NAMES,
+        train_class_ids=list(range(len(NAMES))),
+        train_domains=list(domains),
+        task=task,
+        same_set=False,
+        has_captions=task == "itr",
+        has_boxes=False,
+        primary_metric="mAP@200",
+        metrics=("mAP@200",),
+        selection_metric="mAP@200",
+        inverted_domains=(),
+    )
 
 
 def make_method(vlm, variant=None, info=None, **overrides):
@@ -34,8 +47,11 @@ def make_method(vlm, variant=None, info=None, **overrides):
 def make_batch(vlm, seed=0):
     g = torch.Generator().manual_seed(seed)
     s = vlm.sizes.image_size
-    return {"pixels": torch.randn(6, 3, s, s, generator=g), "label": torch.tensor([0, 1, 2, 0, 3, 4]),
-            "domain_id": torch.tensor([0, 1, 2, 1, 0, 2])}
+    return {
+        "pixels": torch.randn(6, 3, s, s, generator=g),
+        "label": torch.tensor([0, 1, 2, 0, 3, 4]),
+        "domain_id": torch.tensor([0, 1, 2, 1, 0, 2]),
+    }
 
 
 def vlm_state(method):
@@ -68,13 +84,21 @@ def test_each_phase_trains_exactly_its_parts_and_never_the_backbone(vlm, variant
             if n.startswith("vlm."):
                 assert p.grad is None and not p.requires_grad, n
             elif id(p) in active:
-                assert p.requires_grad and not torch.equal(before[n], p.detach()), f"{phase}: {n} did not change"
+                assert p.requires_grad and not torch.equal(before[n], p.detach()), (
+                    f"{phase}: {n} did not change"
+                )
             else:
                 assert not p.requires_grad and torch.equal(before[n], p.detach()), f"{phase}: {n} changed"
         for k, v in vlm_state(m).items():
             assert torch.equal(v, frozen[k]), k
-    assert {names[i] for i in map(id, m.phase_parameters("phase1"))} == {"domain_bank", "class_bank", "text.ctx"}
-    assert {"cls_emb", "proj_v", "tpg.w_img.weight", "tpg.ln.weight"} <= {names[id(p)] for p in m.phase_parameters("phase2")}
+    assert {names[i] for i in map(id, m.phase_parameters("phase1"))} == {
+        "domain_bank",
+        "class_bank",
+        "text.ctx",
+    }
+    assert {"cls_emb", "proj_v", "tpg.w_img.weight", "tpg.ln.weight"} <= {
+        names[id(p)] for p in m.phase_parameters("phase2")
+    }
 
 
 def _perturb(param, row):

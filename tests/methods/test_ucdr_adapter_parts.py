@@ -121,8 +121,10 @@ def test_queue_triplet_loss_hand_computed():
     f = torch.tensor([[0.6, 0.8], [0.0, -1.0]], requires_grad=True)
     loss = queue_triplet_loss(f, torch.tensor([0, 1]), q, margin=0.2, n=2)
     d = lambda a, b: math.dist(a, b)  # noqa: E731
-    expect = (max(0.0, d((0.6, 0.8), (1, 0)) - d((0.6, 0.8), (0, 1)) + 0.2)
-              + max(0.0, d((0, -1), (0, 1)) - d((0, -1), (1, 0)) + 0.2)) / 2
+    expect = (
+        max(0.0, d((0.6, 0.8), (1, 0)) - d((0.6, 0.8), (0, 1)) + 0.2)
+        + max(0.0, d((0, -1), (0, 1)) - d((0, -1), (1, 0)) + 0.2)
+    ) / 2
     assert loss.item() == pytest.approx(expect, abs=1e-6)
     loss.backward()
     assert f.grad.abs().sum() > 0

@@ -27,7 +27,7 @@ def find_bad_images(paths: Iterable[Path], workers: int | None = None) -> list[t
         results = [_check_one(p) for p in paths]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_check_one, paths, chunksize=256))
+            results = list(pool.map(_check_one, paths))
     return [(p, r) for p, r in zip(paths, results) if r is not None]
 
 

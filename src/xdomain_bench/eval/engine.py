@@ -1,8 +1,9 @@
 """The class-retrieval metric engine: every requested metric in one chunked pass over the queries.
 
 Per chunk of queries: a float32 similarity block (one matmul into a reused buffer), the exact stable
-ranks of the relevant items (`ranking.relevant_ranks`), and float64 sums of each metric. Peak extra
-memory is about ``chunk_size × N_g × 8`` bytes (score block + its sorted copy) plus the gallery.
+ranks of the relevant items (`ranking.relevant_ranks`), and float64 per-query values (summed with
+math.fsum, so results do not depend on the chunk size). Peak extra memory is about
+``chunk_size × N_g × 8`` bytes (score block + its sorted copy) plus the gallery.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def run_chunks(
         rel, valid = blocks.relevant(qcodes[q0 : q0 + c], self_index)
         rr = relevant_ranks(
             S, rel.to(device), valid.to(device), n_cand, gallery_codes, query_codes[q0 : q0 + c],
-            sklearn_ties=sklearn, backend=backend, sorted_buf=sorted_buf,
+            sklearn_ties=sklearn, backend=backend, sorted_buf=sorted_buf, n_excluded=int(same_set),
         )  # fmt: skip
         for spec in specs:
             values[spec.name][q0 : q0 + c] = per_query_values(spec, rr, tie_mode).cpu().numpy()

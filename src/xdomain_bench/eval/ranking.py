@@ -56,8 +56,10 @@ def sort_rows_into(src: np.ndarray, dst: np.ndarray) -> None:
     _parallel_rows(src.shape[0], work)
 
 
-def _raise_nan(row: int) -> None:
-    raise InputError(f"similarity scores contain NaN in query row {row}; check the embeddings for overflow")
+def _raise_not_finite(row: int) -> None:
+    raise InputError(
+        f"similarity scores are not finite (NaN or inf) in query row {row}; check the embeddings for overflow"
+    )
 
 
 @dataclass
@@ -102,7 +104,7 @@ def _rank_row(b: _Block, r: int) -> None:
             idx = np.flatnonzero(row == v)  # the whole tie group, ascending gallery index
             rel_pos = np.flatnonzero(b.gallery_codes[idx] == b.query_codes[r])  # an excluded self is -inf
             p0 = int(a.searchsorted(v, side="left"))
-            rk[p0 : p0 + len(rel_pos)] = rk[p0] + rel_pos[::-1]
+            rk[p0 : p0 + len(rel_pos)] = rk[p0] + rel_pos
     b.ranks[r, :n] = rk[::-1]
 
 
@@ -114,15 +116,17 @@ def _ranks_search(
     query_codes: np.ndarray,
     sklearn_ties: bool,
     sorted_buf: np.ndarray | None,
+    n_excluded: int,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """CPU back-end: (ranks, ge, relevant scores in ranking order or None)."""
     Sn = S.numpy()
     c = Sn.shape[0]
     V = sorted_buf[:c] if sorted_buf is not None else np.empty_like(Sn)
     sort_rows_into(Sn, V)
-    nan_rows = np.flatnonzero(np.isnan(V[:, -1]))  # NaN sorts last
-    if len(nan_rows):
-        _raise_nan(int(nan_rows[0]))
+    if V.shape[1] > n_excluded:  # NaN and +inf sort last; only the n_excluded self entries may be -inf
+        bad = np.flatnonzero(~np.isfinite(V[:, -1]) | (V[:, n_excluded] == -np.inf))
+        if len(bad):
+            _raise_not_finite(int(bad[0]))
     s = S.gather(1, rel).masked_fill_(~valid, float("inf")).numpy()
     A = np.sort(s, axis=1)
     ranks = np.full(rel.shape, PAD_RANK, dtype=np.int64)
@@ -141,12 +145,12 @@ def _ranks_search(
 
 
 def _ranks_sort(
-    S: torch.Tensor, rel: torch.Tensor, valid: torch.Tensor, sklearn_ties: bool
+    S: torch.Tensor, rel: torch.Tensor, valid: torch.Tensor, sklearn_ties: bool, n_excluded: int
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Generic back-end (GPU): stable argsort of -S and its inverse permutation."""
-    nan = torch.isnan(S).any(dim=1)
-    if bool(nan.any()):
-        _raise_nan(int(nan.nonzero()[0, 0]))
+    bad = (~torch.isfinite(S)).sum(dim=1) != n_excluded
+    if bool(bad.any()):
+        _raise_not_finite(int(bad.nonzero()[0, 0]))
     c, n = S.shape
     order = torch.argsort(-S, dim=1, stable=True)
     pos = torch.empty_like(order)
@@ -172,6 +176,7 @@ def relevant_ranks(
     sklearn_ties: bool = False,
     backend: str = "auto",
     sorted_buf: np.ndarray | None = None,
+    n_excluded: int = 0,
 ) -> RelevantRanks:
     """Ranks of the relevant items of a score block.
 
@@ -179,15 +184,17 @@ def relevant_ranks(
     indices of each query's relevant items in ascending order, valid: (c, Rmax) mask of real slots.
     gallery_codes (Ng,) / query_codes (c,): class codes, relevance = equal code.
     sorted_buf: optional reusable numpy buffer of at least S's shape (search back-end).
+    n_excluded: -inf entries per row put there by self-exclusion (0 or 1); any other non-finite
+    score raises InputError.
     """
     if backend == "auto":
         backend = "search" if S.device.type == "cpu" else "sort"
     if backend == "search":
         ranks, ge, s = _ranks_search(
-            S.contiguous(), rel, valid, gallery_codes, query_codes, sklearn_ties, sorted_buf
+            S.contiguous(), rel, valid, gallery_codes, query_codes, sklearn_ties, sorted_buf, n_excluded
         )  # fmt: skip
     else:
-        ranks, ge, s = _ranks_sort(S, rel, valid, sklearn_ties)
+        ranks, ge, s = _ranks_sort(S, rel, valid, sklearn_ties, n_excluded)
     out = RelevantRanks(ranks=ranks, n_rel=valid.sum(dim=1), n_gallery=n_gallery, ge=ge)
     if sklearn_ties:
         assert s is not None

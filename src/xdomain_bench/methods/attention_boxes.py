@@ -130,18 +130,18 @@ class AttentionBoxCache:
         out = torch.empty(pixels.shape[0], 4, dtype=torch.float32, device=pixels.device)
         todo = list(range(pixels.shape[0])) if keys is None else [i for i, k in enumerate(keys) if k not in self.store]
         if keys is not None:
-            for i, k in enumerate(keys):
-                if k in self.store:
-                    out[i] = self.store[k].to(out.device)
-            self.hits += pixels.shape[0] - len(todo)
+            hit = [i for i, k in enumerate(keys) if k in self.store]
+            if hit:
+                out[torch.tensor(hit, device=out.device)] = torch.stack([self.store[keys[i]] for i in hit]).to(out.device)
+            self.hits += len(hit)
         if todo:
             rows = torch.tensor(todo, device=pixels.device)
             fresh = attention_boxes(vlm, pixels[rows], self.share, self.enlarge)
             out[rows] = fresh
             self.computed += len(todo)
             if keys is not None:
-                for j, i in enumerate(todo):
-                    self.store[keys[i]] = fresh[j].detach().cpu()
+                for j, row in zip(todo, fresh.detach().cpu()):
+                    self.store[keys[j]] = row
         return out
 
     def state(self) -> dict[str, int | str]:

@@ -69,9 +69,16 @@ class CoOp(ProjectionCopy):
 
     def __init__(self, vlm: FrozenVLM, info, cfg: dict[str, Any]) -> None:
         super().__init__(vlm, info, cfg)
-        self.text = ContextText(vlm.sizes.text_width, int(cfg["n_ctx"]), cfg["class_template"],
-                                cfg["caption_template"], std=float(cfg["ctx_std"]))
-        self.proj_t = nn.Parameter(vlm.backbone_tensor("proj_t")) if cfg.get("train_text_projection") else None
+        self.text = ContextText(
+            vlm.sizes.text_width,
+            int(cfg["n_ctx"]),
+            cfg["class_template"],
+            cfg["caption_template"],
+            std=float(cfg["ctx_std"]),
+        )
+        self.proj_t = (
+            nn.Parameter(vlm.backbone_tensor("proj_t")) if cfg.get("train_text_projection") else None
+        )
 
     def class_text_features(self) -> Tensor:
         return self.text.encode_classes(self.vlm, self.info.train_class_names, self.proj_t)
@@ -106,5 +113,7 @@ class VPTShallow(FrozenTextMixin):
         self.readout = parse_readout(cfg["readout"])
 
     def embed_images(self, batch: dict[str, Any]) -> Tensor:
-        z = self.vlm.encode_image(batch["pixels"], prompts=self.prompts, readout=self.readout, proj_v=self.proj_v)
+        z = self.vlm.encode_image(
+            batch["pixels"], prompts=self.prompts, readout=self.readout, proj_v=self.proj_v
+        )
         return normalize(z)

@@ -131,13 +131,9 @@ class DALSCLIP(RetrievalMethod):
         """(D, n_tok, T) prompts × selected classes -> (D, C', E) normalised t_{d,c}."""
         tokens = self.class_tokens()
         idx = class_idx.cpu()
-        ids, eot = tokens.ids[idx], tokens.eot[idx]
-        ids = ids[:, : int(eot.max()) + 1]  # causal text tower: tokens after EOT cannot change the EOT output
-        d, c = prompts.shape[0], ids.shape[0]
-        batch = TokenBatch(ids.repeat(d, 1), eot.repeat(d))
-        context = prompts.unsqueeze(1).expand(d, c, self.n_tok, prompts.shape[-1]).reshape(d * c, self.n_tok, -1)
-        feats = self.vlm.encode_text(batch, context=context)
-        return F.normalize(feats.float(), dim=-1).view(d, c, -1)
+        # the shared "SOS X…X" prefix is encoded once per domain prompt, the class suffixes D × C' times
+        feats = self.vlm.encode_text_product(TokenBatch(tokens.ids[idx], tokens.eot[idx]), prompts)
+        return F.normalize(feats.float(), dim=-1)
 
     def prompted_texts(self, texts: Sequence[str]) -> list[str]:
         """Prefix the n_tok placeholders; a bare class name gets the training template `X… {class}.`."""

@@ -17,8 +17,13 @@ class EMACopy(nn.Module):
     """θ_m ← m·θ_m + (1 − m)·θ over named tensors. `init`: `copy` of the online tensors, or `random`
     (an independent draw from `init_fn`, as the UCDR-Adapter release's momentum encoder)."""
 
-    def __init__(self, online: dict[str, Tensor], momentum: float = 0.999, init: str = "copy",
-                 init_fn: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        online: dict[str, Tensor],
+        momentum: float = 0.999,
+        init: str = "copy",
+        init_fn: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
         super().__init__()
         if init not in ("copy", "random"):
             raise ValueError(f"momentum init must be 'copy' or 'random', not {init!r}")
@@ -40,7 +45,9 @@ class EMACopy(nn.Module):
     @torch.no_grad()
     def update(self, online: dict[str, Tensor]) -> None:
         for name in self.names:
-            self[name].mul_(self.momentum).add_(online[name].detach().to(self[name].dtype), alpha=1 - self.momentum)
+            self[name].mul_(self.momentum).add_(
+                online[name].detach().to(self[name].dtype), alpha=1 - self.momentum
+            )
 
 
 class ClassQueues(nn.Module):
@@ -76,8 +83,9 @@ class ClassQueues(nn.Module):
         cls = torch.arange(self.feats.shape[0], device=self.count.device).unsqueeze(1).expand_as(valid)
         return self.feats[valid], cls[valid]
 
-    def sample(self, labels: Tensor, n: int, generator: torch.Generator | None = None
-               ) -> tuple[Tensor, Tensor, Tensor]:
+    def sample(
+        self, labels: Tensor, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """For each anchor label: n positives drawn uniformly (with replacement) from its class queue and
         n negatives from the union of the other queues. Returns (B, n, E), (B, n, E) and a (B,) mask of
         anchors whose positive and negative pools are both non-empty."""
@@ -90,7 +98,11 @@ class ClassQueues(nn.Module):
         neg = torch.zeros_like(pos)
         if bool(ok.any()):
             rows = ok.nonzero().squeeze(1)
-            pi = torch.multinomial(pos_w[rows].cpu(), n, replacement=True, generator=generator).to(feats.device)
-            ni = torch.multinomial(neg_w[rows].cpu(), n, replacement=True, generator=generator).to(feats.device)
+            pi = torch.multinomial(pos_w[rows].cpu(), n, replacement=True, generator=generator).to(
+                feats.device
+            )
+            ni = torch.multinomial(neg_w[rows].cpu(), n, replacement=True, generator=generator).to(
+                feats.device
+            )
             pos[rows], neg[rows] = feats[pi], feats[ni]
         return pos, neg, ok

@@ -61,8 +61,14 @@ class ContextText(nn.Module):
     Token batches are cached per text list, so class prompts are tokenised once.
     """
 
-    def __init__(self, text_width: int, n_ctx: int, class_template: str, caption_template: str = "{ctx} {text}",
-                 std: float = 0.02) -> None:
+    def __init__(
+        self,
+        text_width: int,
+        n_ctx: int,
+        class_template: str,
+        caption_template: str = "{ctx} {text}",
+        std: float = 0.02,
+    ) -> None:
         super().__init__()
         if n_ctx < 1:
             raise ConfigError(f"n_ctx must be at least 1, not {n_ctx}")
@@ -96,19 +102,24 @@ class ContextText(nn.Module):
             self._tokens[key] = vlm.tokenize(list(texts))
         return self._tokens[key]
 
-    def encode(self, vlm: FrozenVLM, texts: Sequence[str], proj_t: Tensor | None = None,
-               batch_size: int = 512) -> Tensor:
+    def encode(
+        self, vlm: FrozenVLM, texts: Sequence[str], proj_t: Tensor | None = None, batch_size: int = 512
+    ) -> Tensor:
         """(N, E) features, not normalised, of filled templates (gradient flows into ctx / proj_t)."""
         parts = []
         for i in range(0, len(texts), batch_size):
-            chunk = list(texts[i:i + batch_size])
+            chunk = list(texts[i : i + batch_size])
             parts.append(vlm.encode_text(self.tokens(vlm, chunk), context=self.ctx, proj_t=proj_t).float())
         return torch.cat(parts) if parts else torch.zeros(0, vlm.sizes.embed_dim, device=self.ctx.device)
 
-    def encode_classes(self, vlm: FrozenVLM, class_names: Sequence[str], proj_t: Tensor | None = None) -> Tensor:
+    def encode_classes(
+        self, vlm: FrozenVLM, class_names: Sequence[str], proj_t: Tensor | None = None
+    ) -> Tensor:
         return self.encode(vlm, self.class_texts(class_names), proj_t)
 
-    def encode_captions(self, vlm: FrozenVLM, captions: Sequence[str], proj_t: Tensor | None = None) -> Tensor:
+    def encode_captions(
+        self, vlm: FrozenVLM, captions: Sequence[str], proj_t: Tensor | None = None
+    ) -> Tensor:
         return self.encode(vlm, self.caption_texts(captions), proj_t)
 
 
@@ -139,7 +150,9 @@ def patch_tokens(vlm: FrozenVLM, pixels: Tensor) -> Tensor:
     return x + emb.position_embedding.weight[1:].unsqueeze(0)
 
 
-def prompted_sequence(vlm: FrozenVLM, pixels: Tensor, prompts: Tensor | None, cls_emb: Tensor | None = None) -> Tensor:
+def prompted_sequence(
+    vlm: FrozenVLM, pixels: Tensor, prompts: Tensor | None, cls_emb: Tensor | None = None
+) -> Tensor:
     """[CLS + pos0, prompts (no pos), patches + pos], the input of the frozen ViT before `ln_pre`."""
     emb = vlm.vision.embeddings
     patches = patch_tokens(vlm, pixels)
@@ -147,12 +160,19 @@ def prompted_sequence(vlm: FrozenVLM, pixels: Tensor, prompts: Tensor | None, cl
     cls = (cls_emb if cls_emb is not None else emb.class_embedding) + emb.position_embedding.weight[0]
     seq = [cls.expand(b, 1, -1).to(patches.dtype)]
     if prompts is not None:
-        seq.append((prompts.unsqueeze(0).expand(b, -1, -1) if prompts.dim() == 2 else prompts).to(patches.dtype))
+        seq.append(
+            (prompts.unsqueeze(0).expand(b, -1, -1) if prompts.dim() == 2 else prompts).to(patches.dtype)
+        )
     return torch.cat(seq + [patches], dim=1)
 
 
-def run_sequence(vlm: FrozenVLM, seq: Tensor, readout: str | int = "cls", proj_v: Tensor | None = None,
-                 pre_proj: bool = False) -> Tensor:
+def run_sequence(
+    vlm: FrozenVLM,
+    seq: Tensor,
+    readout: str | int = "cls",
+    proj_v: Tensor | None = None,
+    pre_proj: bool = False,
+) -> Tensor:
     """`ln_pre` -> frozen blocks -> `ln_post` at the readout token -> projection (or W-dim with pre_proj)."""
     x = vlm.vision.pre_layrnorm(seq)
     x, _ = run_layers(vlm.vision.encoder.layers, x)
@@ -162,9 +182,18 @@ def run_sequence(vlm: FrozenVLM, seq: Tensor, readout: str | int = "cls", proj_v
     return out @ proj_v.to(out.dtype) if proj_v is not None else vlm.clip.visual_projection(out)
 
 
-def encode_prompted(vlm: FrozenVLM, pixels: Tensor, prompts: Tensor, *, readout: str | int, proj_v: Tensor | None,
-                    cls_emb: Tensor | None, dropout: float = 0.0, dropout_scope: str = "sequence",
-                    training: bool = False) -> Tensor:
+def encode_prompted(
+    vlm: FrozenVLM,
+    pixels: Tensor,
+    prompts: Tensor,
+    *,
+    readout: str | int,
+    proj_v: Tensor | None,
+    cls_emb: Tensor | None,
+    dropout: float = 0.0,
+    dropout_scope: str = "sequence",
+    training: bool = False,
+) -> Tensor:
     """Frozen ViT over [CLS, prompts, patches] with optional token dropout during training.
 
     `dropout_scope`: `sequence` drops over the whole token sequence (as the ProS / UCDR-Adapter releases

@@ -38,8 +38,14 @@ class PromptSimulator(nn.Module):
         self.patch_embedding = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=False)
         self.position_embedding = nn.Parameter(scale * torch.randn(sizes.num_patches, width))
         self.ln_pre = nn.LayerNorm(width)
-        config = CLIPVisionConfig(hidden_size=width, intermediate_size=4 * width, num_attention_heads=heads,
-                                  num_hidden_layers=layers, hidden_act="quick_gelu", attention_dropout=0.0)
+        config = CLIPVisionConfig(
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_attention_heads=heads,
+            num_hidden_layers=layers,
+            hidden_act="quick_gelu",
+            attention_dropout=0.0,
+        )
         self.layers = nn.ModuleList(CLIPEncoderLayer(config) for _ in range(layers))
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, width))
@@ -47,9 +53,10 @@ class PromptSimulator(nn.Module):
     def forward(self, pixels: Tensor, prefix: Tensor) -> Tensor:
         """prefix (B, n, W) = [templates, units]; returns (B, n_out, W) prompts from positions 0..n_out-1."""
         x = self.patch_embedding(pixels.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
-        x = torch.cat([prefix.to(x.dtype), x + self.position_embedding.unsqueeze(0)], dim=1)
+        x = x + self.position_embedding.unsqueeze(0)
+        x = torch.cat([prefix.to(x.dtype), x], dim=1)
         x, _ = run_layers(self.layers, self.ln_pre(x))
-        return self.ln_post(x[:, :self.n_out]) @ self.proj
+        return self.ln_post(x[:, : self.n_out]) @ self.proj
 
 
 @register_method("pros")
@@ -60,13 +67,16 @@ class ProS(BankPromptMethod):
         self.proj_t = nn.Parameter(vlm.backbone_tensor("proj_t"))
         self.simulator = PromptSimulator(sizes, int(self.opt("simulator_layers")))
         self.templates = nn.Parameter(sizes.vision_width**-0.5 * torch.randn(2, sizes.vision_width))
-        self.notes["simulator_patch_size"] = sizes.patch_size  # the release fixes 32; ours follows the backbone
+        self.notes["simulator_patch_size"] = (
+            sizes.patch_size
+        )  # the release fixes 32; ours follows the backbone
         if cfg.get("variant") == "released_code":
             self.notes["released_code"] = {
                 "ranking": "Euclidean on raw embeddings",
                 "train_inputs": "ImageNet mean/std + ColorJitter(0.4,0.4,0.4,0.4) applied in-method to the "
-                                "loader's batch; eval keeps the backbone's mean/std",
-                "not_reproduced": "selection on the test split; simulator patch size 32; jitter on PIL uint8"}
+                "loader's batch; eval keeps the backbone's mean/std",
+                "not_reproduced": "selection on the test split; simulator patch size 32; jitter on PIL uint8",
+            }
 
     def phases(self) -> list[str]:
         return ["stage1", "stage2"]
@@ -74,17 +84,34 @@ class ProS(BankPromptMethod):
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         if phase == "stage1":
             return [self.domain_bank, self.class_bank, self.text.ctx, self.proj_t]
-        return [*self.simulator.parameters(), self.templates, self.text.ctx, self.proj_t, self.proj_v, self.cls_emb]
+        return [
+            *self.simulator.parameters(),
+            self.templates,
+            self.text.ctx,
+            self.proj_t,
+            self.proj_v,
+            self.cls_emb,
+        ]
 
     def text_projection(self) -> Tensor:
         return self.proj_t
 
     def _encode(self, pixels: Tensor, prompts: Tensor, dropout: float) -> Tensor:
-        return encode_prompted(self.vlm, pixels, prompts, readout=self.readout, proj_v=self.proj_v,
-                               cls_emb=self.cls_emb, dropout=dropout,
-                               dropout_scope=str(self.opt("token_dropout_scope")), training=self.training)
+        return encode_prompted(
+            self.vlm,
+            pixels,
+            prompts,
+            readout=self.readout,
+            proj_v=self.proj_v,
+            cls_emb=self.cls_emb,
+            dropout=dropout,
+            dropout_scope=str(self.opt("token_dropout_scope")),
+            training=self.training,
+        )
 
-    def generate_prompts(self, pixels: Tensor, domains: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+    def generate_prompts(
+        self, pixels: Tensor, domains: Tensor | None = None, labels: Tensor | None = None
+    ) -> Tensor:
         """(B, 2, W) simulator prompts; given ids zero the sample's own DP / SP rows (K = 1: never masked)."""
         b = pixels.shape[0]
         dp = self.domain_bank.unsqueeze(0).expand(b, -1, -1)

@@ -39,7 +39,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def card_value(cfg: dict[str, Any], key: str, method: str) -> Any:
     if key not in cfg:
-        raise ConfigError(f"method '{method}' needs '{key}' in its config; it belongs in methods/{method}.yaml")
+        raise ConfigError(
+            f"method '{method}' needs '{key}' in its config; it belongs in methods/{method}.yaml"
+        )
     return cfg[key]
 
 
@@ -92,8 +94,12 @@ def color_jitter(x: Tensor, strengths: Sequence[float], generator: torch.Generat
     def uniform(lo: float, hi: float) -> Tensor:
         return (lo + (hi - lo) * torch.rand(n, generator=generator)).to(x.device, x.dtype)
 
-    ops = [(_brightness, bri, uniform(max(0.0, 1 - bri), 1 + bri)), (_contrast, con, uniform(max(0.0, 1 - con), 1 + con)),
-           (_saturation, sat, uniform(max(0.0, 1 - sat), 1 + sat)), (_hue, hue, uniform(-hue, hue))]
+    ops = [
+        (_brightness, bri, uniform(max(0.0, 1 - bri), 1 + bri)),
+        (_contrast, con, uniform(max(0.0, 1 - con), 1 + con)),
+        (_saturation, sat, uniform(max(0.0, 1 - sat), 1 + sat)),
+        (_hue, hue, uniform(-hue, hue)),
+    ]
     order = torch.stack([torch.randperm(4, generator=generator) for _ in range(n)]).to(x.device)
     x = x.clone()
     for slot in range(4):
@@ -104,8 +110,13 @@ def color_jitter(x: Tensor, strengths: Sequence[float], generator: torch.Generat
     return x
 
 
-def released_train_pixels(pixels: Tensor, mean: Sequence[float], std: Sequence[float], normalization: str,
-                          jitter: Sequence[float] | None) -> Tensor:
+def released_train_pixels(
+    pixels: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    normalization: str,
+    jitter: Sequence[float] | None,
+) -> Tensor:
     """Re-express a batch normalised with the backbone's (mean, std) as the release trains on it: optional
     ColorJitter on the [0, 1] image, then ImageNet (`imagenet`) or the backbone's (`backbone`) mean/std."""
     if normalization not in ("backbone", "imagenet"):
@@ -117,13 +128,18 @@ def released_train_pixels(pixels: Tensor, mean: Sequence[float], std: Sequence[f
     x = pixels * s0 + m0
     if jitter:
         x = color_jitter(x.clamp(0, 1), jitter)
-    m1, s1 = (m0, s0) if normalization == "backbone" else (
-        torch.tensor(IMAGENET_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1),
-        torch.tensor(IMAGENET_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1))
+    m1, s1 = (
+        (m0, s0)
+        if normalization == "backbone"
+        else (
+            torch.tensor(IMAGENET_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1),
+        )
+    )
     return (x - m1) / s1
 
 
-# --- per-epoch exponential learning rate (UCDR-Adapter / ProS phase 2) ----------------------------------------
+# --- per-epoch exponential learning rate (UCDR-Adapter / ProS phase 2) --------------------------------------
 def _epoch_length(method: RetrievalMethod) -> float:
     trainer = getattr(method, "_trainer", None)
     n = getattr(trainer, "num_training_batches", None) if trainer is not None else None
@@ -205,8 +221,12 @@ class BankPromptMethod(RetrievalMethod):
             raise ConfigError(f"{self.name} needs training classes; {info.dataset}/{info.protocol} has none")
         self.domain_bank = nn.Parameter(vpt_uniform(self.num_domains, sizes))
         self.class_bank = nn.Parameter(vpt_uniform(self.num_classes, sizes))
-        self.text = ContextText(sizes.text_width, int(self.opt("n_ctx")), self.opt("text_template"),
-                                std=float(self.opt("ctx_std")))
+        self.text = ContextText(
+            sizes.text_width,
+            int(self.opt("n_ctx")),
+            self.opt("text_template"),
+            std=float(self.opt("ctx_std")),
+        )
         self.cls_emb = nn.Parameter(vlm.backbone_tensor("cls_emb"))
         self.proj_v = nn.Parameter(vlm.backbone_tensor("proj_v"))
         self.readout = parse_readout(self.opt("readout"))
@@ -215,12 +235,18 @@ class BankPromptMethod(RetrievalMethod):
         if self.similarity not in ("cosine", "l2"):
             raise ConfigError(f"similarity must be 'cosine' or 'l2', not {self.similarity!r}")
         self._tst = TextFeatureCache()
-        self.notes.update(variant=cfg.get("variant"), single_domain=self.num_domains == 1,
-                          num_domains=self.num_domains, num_classes=self.num_classes)
+        self.notes.update(
+            method_variant=cfg.get("variant"),
+            single_domain=self.num_domains == 1,
+            num_domains=self.num_domains,
+            num_classes=self.num_classes,
+        )
         if self.num_domains == 1:
             self.notes["domain_bank"] = "one domain: a single learned token, never masked in phase 2"
         if info.task == "itr":
-            self.notes["itr_training"] = "trained with class labels only; captions via the frozen text encoder"
+            self.notes["itr_training"] = (
+                "trained with class labels only; captions via the frozen text encoder"
+            )
 
     def opt(self, key: str) -> Any:
         return card_value(self.cfg, key, self.name)
@@ -244,8 +270,9 @@ class BankPromptMethod(RetrievalMethod):
 
     def train_pixels(self, pixels: Tensor) -> Tensor:
         pre = self.vlm.preprocess
-        return released_train_pixels(pixels, pre.mean, pre.std, str(self.opt("train_normalization")),
-                                     self.cfg.get("color_jitter"))
+        return released_train_pixels(
+            pixels, pre.mean, pre.std, str(self.opt("train_normalization")), self.cfg.get("color_jitter")
+        )
 
     def finish(self, z: Tensor) -> Tensor:
         """Embeddings for search: raw for `l2` ranking (released code), normalised for cosine."""
@@ -285,22 +312,31 @@ class UCDRAdapter(BankPromptMethod):
     def __init__(self, vlm: FrozenVLM, info, cfg: dict[str, Any]) -> None:
         super().__init__(vlm, info, cfg)
         sizes = vlm.sizes
-        self.tpg = TargetPromptGenerator(sizes.vision_width, float(self.opt("tau_g")), float(self.opt("prompt_ratio")))
-        self.momentum_branch = EMACopy({"domain_bank": self.domain_bank, "class_bank": self.class_bank},
-                                momentum=float(self.opt("momentum")), init=str(self.opt("momentum_init")),
-                                init_fn=lambda t: vpt_uniform(t.shape[0], sizes))
+        self.tpg = TargetPromptGenerator(
+            sizes.vision_width, float(self.opt("tau_g")), float(self.opt("prompt_ratio"))
+        )
+        self.momentum_branch = EMACopy(
+            {"domain_bank": self.domain_bank, "class_bank": self.class_bank},
+            momentum=float(self.opt("momentum")),
+            init=str(self.opt("momentum_init")),
+            init_fn=lambda t: vpt_uniform(t.shape[0], sizes),
+        )
         self.queues = ClassQueues(self.num_classes, int(self.opt("queue_length")), sizes.embed_dim)
         self.query_feature_kind = str(self.opt("query_feature"))
         if self.query_feature_kind not in ("cls", "top_left_patch"):
-            raise ConfigError(f"query_feature must be 'cls' or 'top_left_patch', not {self.query_feature_kind!r}")
+            raise ConfigError(
+                f"query_feature must be 'cls' or 'top_left_patch', not {self.query_feature_kind!r}"
+            )
         self.mask_gt_rows = bool(self.opt("mask_gt_rows"))
         if cfg.get("variant") == "released_code":
             self.notes["released_code"] = {
-                "phase2_mask": "no-op (as released)", "query_feature": "ln_post of the top-left patch, CLS-less pass",
-                "momentum_init": "independent random draw", "ranking": "Euclidean on raw embeddings",
+                "phase2_mask": "no-op (as released)",
+                "query_feature": "ln_post of the top-left patch, CLS-less pass",
+                "momentum_init": "independent random draw",
+                "ranking": "Euclidean on raw embeddings",
                 "train_inputs": "ImageNet mean/std + ColorJitter(0.4,0.4,0.4,0.4) applied in-method to the "
-                                "loader's batch (after its crop/flip); eval keeps the backbone's mean/std",
-                "not_reproduced": "selection on the test split; jitter on PIL uint8 images (ours acts on floats)",
+                "loader's batch (after its crop/flip); eval keeps the backbone's mean/std",
+                "not_reproduced": "selection on the test split; jitter on PIL uint8 images (ours: floats)",
             }
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
@@ -310,21 +346,31 @@ class UCDRAdapter(BankPromptMethod):
 
     # --- image paths ---------------------------------------------------------------------------------------
     def _encode(self, pixels: Tensor, prompts: Tensor, training: bool) -> Tensor:
-        return encode_prompted(self.vlm, pixels, prompts, readout=self.readout, proj_v=self.proj_v,
-                               cls_emb=self.cls_emb, dropout=float(self.opt("token_dropout")),
-                               dropout_scope=str(self.opt("token_dropout_scope")), training=training)
+        return encode_prompted(
+            self.vlm,
+            pixels,
+            prompts,
+            readout=self.readout,
+            proj_v=self.proj_v,
+            cls_emb=self.cls_emb,
+            dropout=float(self.opt("token_dropout")),
+            dropout_scope=str(self.opt("token_dropout_scope")),
+            training=training,
+        )
 
     def gt_prompts(self, domain_bank: Tensor, class_bank: Tensor, domains: Tensor, labels: Tensor) -> Tensor:
         return torch.stack([domain_bank[domains], class_bank[labels]], dim=1)
 
     @torch.no_grad()
     def query_feature(self, pixels: Tensor) -> Tensor:
-        """g (B, W) from a frozen second pass (H11): ln_post(CLS) (`paper`) or the top-left patch (release)."""
+        """g (B, W) from a frozen second pass (H11): ln_post(CLS) (`paper`) or the top-left patch."""
         if self.query_feature_kind == "cls":
             return self.vlm.frozen_image_features(pixels, pre_proj=True).float()
         return clsless_readout(self.vlm, pixels, 0).float()
 
-    def generate_prompts(self, pixels: Tensor, domains: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+    def generate_prompts(
+        self, pixels: Tensor, domains: Tensor | None = None, labels: Tensor | None = None
+    ) -> Tensor:
         """(B, 2, W) generated prompts [p_d, p_c]; given ids mask the sample's own bank rows."""
         g = self.query_feature(pixels)
         dom_mask = domains if self.num_domains > 1 else None
@@ -336,7 +382,7 @@ class UCDRAdapter(BankPromptMethod):
         pixels = batch["pixels"]
         return self.finish(self._encode(pixels, self.generate_prompts(pixels), training=False))
 
-    # --- training --------------------------------------------------------------------------------------------
+    # --- training -------------------------------------------------------------------------------------------
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         pixels = self.train_pixels(batch["pixels"])
         labels, domains = batch["label"], self.domain_ids(batch)
@@ -344,20 +390,34 @@ class UCDRAdapter(BankPromptMethod):
             return self._phase1_loss(pixels, domains, labels)
         masked = self.mask_gt_rows
         prompts = self.generate_prompts(pixels, domains if masked else None, labels if masked else None)
-        z = self._encode(pixels, prompts, training=self.training)
+        z = self._encode(pixels, prompts, training=False)  # token dropout is a phase-1 option only
         itc = self.itc_loss(z, labels, grad_text=False)
         return itc, {"itc": itc.detach()}
 
-    def _phase1_loss(self, pixels: Tensor, domains: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _phase1_loss(
+        self, pixels: Tensor, domains: Tensor, labels: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         self.momentum_branch.update({"domain_bank": self.domain_bank, "class_bank": self.class_bank})
-        z = self._encode(pixels, self.gt_prompts(self.domain_bank, self.class_bank, domains, labels), self.training)
+        z = self._encode(
+            pixels, self.gt_prompts(self.domain_bank, self.class_bank, domains, labels), self.training
+        )
         with torch.no_grad():
-            zm = self._encode(pixels, self.gt_prompts(self.momentum_branch["domain_bank"], self.momentum_branch["class_bank"],
-                                                      domains, labels), self.training)
+            zm = self._encode(
+                pixels,
+                self.gt_prompts(
+                    self.momentum_branch["domain_bank"], self.momentum_branch["class_bank"], domains, labels
+                ),
+                self.training,
+            )
             self.queues.push(normalize(zm), labels)
         weights = self.opt("loss_weights")
         itc = self.itc_loss(z, labels, grad_text=True)
-        tri = queue_triplet_loss(normalize(z), labels, self.queues, float(self.opt("triplet_margin")),
-                                 int(self.opt("triplet_samples")))
+        tri = queue_triplet_loss(
+            normalize(z),
+            labels,
+            self.queues,
+            float(self.opt("triplet_margin")),
+            int(self.opt("triplet_samples")),
+        )
         loss = float(weights["itc"]) * itc + float(weights["triplet"]) * tri
         return loss, {"itc": itc.detach(), "triplet": tri.detach()}

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .preprocess import ImagePreprocess
 from .sizes import VLMSizes
-from .towers import overwrite_slots, run_layers
+from .towers import overwrite_slots, run_layers, run_layers_shared_prefix
 
 PLACEHOLDER = "X"
 
@@ -214,3 +214,31 @@ class FrozenVLM(nn.Module):
             return out
         mask = torch.arange(length, device=x.device).unsqueeze(0) <= tokens.eot.unsqueeze(1)
         return TextOutput(out, proj(x), mask)
+
+    def encode_text_product(self, tokens: TokenBatch | Sequence[str], contexts: Tensor) -> Tensor:
+        """Every text under every context: (G, m, T) contexts -> (G, N, E), equal to
+        `encode_text(tokens, context=contexts[g])` for each g (H6). The token prefix that all texts share,
+        placeholder run included, is encoded once per context (the text tower is causal), so only the
+        per-text suffixes cost G x N sequences. Falls back to the plain path when no such prefix exists."""
+        if not isinstance(tokens, TokenBatch):
+            tokens = self.tokenize(tokens)
+        device = self.text.embeddings.token_embedding.weight.device
+        tokens = tokens.to(device)
+        ids, eot = tokens.ids, tokens.eot
+        g, m = contexts.shape[0], contexts.shape[-2]
+        slots = ids == self.placeholder_id
+        counts = slots.sum(dim=1)
+        if not bool((counts == m).all()):
+            raise ConfigError(f"every text needs exactly {m} '{PLACEHOLDER}' placeholders; found {counts.tolist()}")
+        shared = int((ids == ids[:1]).all(dim=0).int().cumprod(dim=0).sum())
+        p = min(shared, int(eot.min()))
+        if m == 0 or int(slots[0].nonzero().max()) >= p:
+            return torch.stack([self.encode_text(tokens, context=c) for c in contexts])
+        n = ids.shape[0]
+        emb = self.text.embeddings.token_embedding(ids[:, :int(eot.max()) + 1])
+        pos = self.text.embeddings.position_embedding.weight[:emb.shape[1]]
+        prefix = overwrite_slots(emb[:1, :p].expand(g, p, -1), slots[:1, :p].expand(g, p), contexts) + pos[:p]
+        suffix = (emb[:, p:] + pos[p:]).unsqueeze(0).expand(g, n, -1, -1)
+        x = self.text.final_layer_norm(run_layers_shared_prefix(self.text.encoder.layers, prefix, suffix))
+        pooled = x[:, torch.arange(n, device=x.device), eot - p]  # (G, N, T)
+        return self.clip.text_projection(pooled)

@@ -69,3 +69,33 @@ def overwrite_slots(x: Tensor, slots: Tensor, values: Tensor) -> Tensor:
     x = x.clone()
     x[slots] = values.reshape(b * n, -1).to(x.dtype)
     return x
+
+
+def run_layers_shared_prefix(layers: Sequence[nn.Module], prefix: Tensor, suffix: Tensor) -> Tensor:
+    """Causal blocks over sequences [prefix_g; suffix_{g,r}] with each group's prefix computed once.
+
+    `prefix` (G, P, C) and `suffix` (G, R, S, C) hold embedded tokens (positions already added). The result,
+    the suffix states (G, R, S, C) after the last block, equals running every full sequence through the
+    blocks: with causal attention the prefix never sees the suffix, so its keys and values are shared."""
+    g, r, s, c = suffix.shape
+    p = prefix.shape[1]
+    causal = torch.ones(s, s, dtype=torch.bool, device=suffix.device).triu(1)
+    x_p, x_s = prefix, suffix.reshape(g, r * s, c)
+    for layer in layers:
+        attn = layer.self_attn
+        heads = attn.num_heads
+        d = c // heads
+        h_p = layer.layer_norm1(x_p)
+        k_p = attn.k_proj(h_p).view(g, p, heads, d).transpose(1, 2)  # (G, h, P, d)
+        v_p = attn.v_proj(h_p).view(g, p, heads, d).transpose(1, 2)
+        h_s = layer.layer_norm1(x_s)
+        q, k, v = (proj(h_s).view(g, r, s, heads, d).transpose(2, 3) for proj in (attn.q_proj, attn.k_proj,
+                                                                                 attn.v_proj))  # (G, R, h, S, d)
+        scores_p = torch.einsum("grhsd,ghpd->grhsp", q, k_p) * attn.scale
+        scores_s = (q @ k.transpose(-2, -1) * attn.scale).masked_fill(causal, float("-inf"))
+        weights = torch.cat([scores_p, scores_s], dim=-1).softmax(dim=-1).to(v.dtype)
+        out = torch.einsum("grhsp,ghpd->grhsd", weights[..., :p], v_p) + weights[..., p:] @ v
+        x_s = x_s + attn.out_proj(out.transpose(2, 3).reshape(g, r * s, c))
+        x_s = x_s + layer.mlp(layer.layer_norm2(x_s))
+        x_p, _ = run_block(layer, x_p, causal=True)
+    return x_s.view(g, r, s, c)
