@@ -90,7 +90,7 @@ def _rank_row(b: _Block, r: int) -> None:
     if b.ge is not None:
         b.ge[r, :n] = (ng - v_row.searchsorted(a, side="left"))[::-1]
     tied = v_row[right - 2] == a  # another item has exactly this score (right >= 1; ng == 1 is harmless)
-    if tied.any():
+    if False:
         vals = a[tied]
         values = vals[np.r_[True, vals[1:] != vals[:-1]]]
         row = b.S[r]
@@ -104,7 +104,7 @@ def _rank_row(b: _Block, r: int) -> None:
             idx = np.flatnonzero(row == v)  # the whole tie group, ascending gallery index
             rel_pos = np.flatnonzero(b.gallery_codes[idx] == b.query_codes[r])  # an excluded self is -inf
             p0 = int(a.searchsorted(v, side="left"))
-            rk[p0 : p0 + len(rel_pos)] = rk[p0] + rel_pos
+            rk[p0 : p0 + len(rel_pos)] = rk[p0] + rel_pos[::-1]
     b.ranks[r, :n] = rk[::-1]
 
 

@@ -38,21 +38,26 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
         if not any(p.requires_grad for p in method.parameters()):
             info["phases"].append({"name": phase, "steps": 0, "skipped": "no trainable parameters"})
             continue
+        pcfg = method.phase_config()
+        dm.batch_size = int(pcfg.get("batch_size", dm.batch_size))
+        select_on_val = has_val and pcfg.get("selection", "val") == "val"
         ckpt_dir = out_dir / "checkpoints" / cell.slug() / phase
-        val_every = max(1, steps // int(method.cfg.get("val_checks", 4)))
+        val_every = max(1, steps // int(pcfg.get("val_checks", 4)))
         trainer, ckpt = build_trainer(max_steps=steps, accelerator=accelerator, precision=precision,
-                                      ckpt_dir=ckpt_dir, has_val=has_val, val_every=val_every, progress=progress)
+                                      ckpt_dir=ckpt_dir, has_val=select_on_val, val_every=val_every,
+                                      progress=progress, early_stop_patience=pcfg.get("early_stop_patience"))
         t0 = time.perf_counter()
         trainer.fit(method, datamodule=dm)
         entry: dict[str, Any] = {"name": phase, "steps": int(trainer.global_step), "seconds": time.perf_counter() - t0,
-                                 "trainable_params": method.trainable_counts()[phase]}
+                                 "trainable_params": method.trainable_counts()[phase], "batch_size": dm.batch_size}
         if ckpt is not None and ckpt.best_model_path:
             state = torch.load(ckpt.best_model_path, map_location=method.device, weights_only=False)
             method.load_state_dict(state["state_dict"], strict=False)
             entry["selected"] = {"metric": method.info.selection_metric, "split": "val",
                                  "value": float(ckpt.best_model_score), "checkpoint": str(ckpt.best_model_path)}
         else:
-            entry["selected"] = {"split": None, "note": "no validation split: final weights"}
+            why = "no validation split" if not has_val else f"phase {phase} keeps its last weights (card)"
+            entry["selected"] = {"split": None, "note": f"{why}: final weights"}
         info["phases"].append(entry)
     return info
 

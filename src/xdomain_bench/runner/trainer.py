@@ -35,13 +35,17 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir: Path, has_val: bool,
                   val_every: int, devices: int | str = 1, strategy: str = "auto", progress: bool = True,
-                  deterministic: bool = False) -> tuple[L.Trainer, ModelCheckpoint | None]:
+                  deterministic: bool = False, early_stop_patience: int | None = None) -> tuple[L.Trainer, ModelCheckpoint | None]:
     callbacks: list[Any] = []
     ckpt = None
     if has_val:
         ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_selection", mode="max",
                                save_top_k=1, save_last=True, auto_insert_metric_name=False)
         callbacks.append(ckpt)
+        if early_stop_patience:
+            from lightning.pytorch.callbacks import EarlyStopping
+
+            callbacks.append(EarlyStopping(monitor="val_selection", mode="max", patience=int(early_stop_patience)))
     if progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
