@@ -90,7 +90,7 @@ def _rank_row(b: _Block, r: int) -> None:
     if b.ge is not None:
         b.ge[r, :n] = (ng - v_row.searchsorted(a, side="left"))[::-1]
     tied = v_row[right - 2] == a  # another item has exactly this score (right >= 1; ng == 1 is harmless)
-    if False:
+    if tied.any():
         vals = a[tied]
         values = vals[np.r_[True, vals[1:] != vals[:-1]]]
         row = b.S[r]
