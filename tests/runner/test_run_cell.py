@@ -71,11 +71,17 @@ def test_leaderboard_csv(zero_shot_run, capsys):
     df = pd.read_csv(zero_shot_run / "leaderboard.csv")
     assert list(df.columns) == LONG_COLUMNS
     rec = json.loads(next((zero_shot_run / "records").glob("*.json")).read_text())
+    ours = df[df.source == "ours"]
     for metric in ("mAP@200", "Prec@200"):
-        row = df[(df.metric == metric) & (df.method == "zero_shot")]
+        row = ours[(ours.metric == metric) & (ours.method == "zero_shot")]
         assert len(row) == 1 and row.iloc[0].query_domain == "sketch"
         assert row.iloc[0].value == pytest.approx(rec["metrics"][metric], abs=1e-6)
-    assert set(df.source) == {"ours"}
+    reported = df[df.source == "reported"]
+    assert len(reported) and set(reported.dataset) == {"domainnet"}  # only benchmarks this run covers
+    wide = pd.read_csv(zero_shot_run / "leaderboard_wide.csv", keep_default_na=False)
+    col = "domainnet/ucdr/clean/sketch/unseen/mAP@200"
+    assert wide.loc[wide.method == "zero_shot", col].item().endswith("(1)")
+    assert (zero_shot_run / "leaderboard.md").read_text().startswith("| method |")
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -90,5 +90,5 @@ def per_query_values(spec: MetricSpec, rr: RelevantRanks, tie_mode: str = "stabl
     if spec.kind == "map_all" or spec.norm == "C":
         return _safe_div(num, R)
     if spec.norm == "B":
-        return _safe_div(num, R)
+        return _safe_div(num, R.clamp(max=k))
     return _safe_div(num, rr.hits(k))

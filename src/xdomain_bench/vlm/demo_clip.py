@@ -37,19 +37,19 @@ class DemoClipConfig:
     seed: int = 0
     image_size: int = 48
     patch_size: int = 8
-    vision_width: int = 192
+    vision_width: int = 128
     vision_layers: int = 4
-    vision_heads: int = 3
-    text_width: int = 128
+    vision_heads: int = 2
+    text_width: int = 96
     text_layers: int = 3
     text_heads: int = 2
-    embed_dim: int = 128
+    embed_dim: int = 96
     context_length: int = 40
     per_class_domain: int = 12
-    steps: int = 1200
-    batch_size: int = 256
-    lr: float = 1e-3
-    warmup: int = 100
+    steps: int = 400
+    batch_size: int = 128
+    lr: int = 2  # ×1e-3
+    warmup: int = 40
 
     def key(self) -> str:
         blob = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
@@ -101,12 +101,12 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
     model = CLIPModel(model_cfg).float().train()
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr * 1e-3, weight_decay=0.05)
     gen = torch.Generator().manual_seed(cfg.seed)
     lab = torch.tensor(labels)
     history, t0 = [], time.perf_counter()
     for step in range(cfg.steps):
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        lr = cfg.lr * 1e-3 * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen)
