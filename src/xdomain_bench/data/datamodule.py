@@ -21,7 +21,7 @@ from .base import DatasetAdapter, get_dataset
 from .images import load_image
 from .info import DataInfo, build_info
 from .manifest import GENERATOR_VERSION, ROLES, Manifest, read_manifest, write_manifest
-from .samplers import DomainBalancedBatchSampler
+from .samplers import DomainBalancedBatchSampler, SeededBatches, ShuffledBatchSampler
 from .transforms import EvalTransform, TrainTransform
 from .verify_utils import find_bad_images
 
@@ -64,7 +64,9 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.relpaths)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """`key` is a row index, or (row index, augmentation seed) from a seeded batch sampler."""
+        i, aug_seed = key if isinstance(key, tuple) else (key, None)
         try:
             img = load_image(self.image_root / self.relpaths[i], invert=self.invert[i])
         except DataError as exc:
@@ -73,7 +75,10 @@ class ManifestDataset(Dataset):
         if self.crop_to_box and box is not None:  # e.g. CUB crop_bbox=True: the object fills the input
             img = img.crop(tuple(int(round(v)) for v in box))
             box = (0.0, 0.0, float(img.width), float(img.height))
-        pixels, box = self.transform(img, box)
+        if aug_seed is None or isinstance(self.transform, EvalTransform):
+            pixels, box = self.transform(img, box)
+        else:  # per-sample seed: augmentation independent of workers, identical after a resume
+            pixels, box = self.transform(img, box, generator=torch.Generator().manual_seed(aug_seed))
         item = {"pixels": pixels, "class_id": self.class_ids[i], "label": self.labels[i],
                 "domain_id": self.domain_ids[i], "index": i, "box": box}
         if self.captions is not None:
@@ -215,11 +220,9 @@ class RetrievalDataModule(L.LightningDataModule):
             raise ConfigError(f"{info.dataset}/{info.protocol}/{info.variant} has no train rows")
         if self.domain_balanced and len(info.train_domains) > 1:
             sampler = DomainBalancedBatchSampler(ds.domain_ids, self.batch_size, seed=self.seed)
-            return DataLoader(ds, batch_sampler=sampler, generator=torch.Generator().manual_seed(self.seed),
-                              **self._loader_kwargs())
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=gen,
-                          drop_last=len(ds) >= self.batch_size, **self._loader_kwargs())
+        else:
+            sampler = ShuffledBatchSampler(len(ds), self.batch_size, seed=self.seed)
+        return DataLoader(ds, batch_sampler=SeededBatches(sampler, self.seed), **self._loader_kwargs())
 
     def eval_dataloader(self, role: str) -> DataLoader:
         """Un-augmented loader over one evaluation role, in manifest order."""

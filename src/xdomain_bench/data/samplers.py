@@ -81,3 +81,59 @@ class _EpochHandle:
 
     def set_epoch(self, epoch: int) -> None:
         self.owner.set_epoch(epoch)
+
+
+class ShuffledBatchSampler(Sampler[list[int]]):
+    """Plain shuffled batches (drop_last when that leaves at least one batch); order = f(seed, epoch)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
+        if n < 1 or batch_size < 1:
+            raise ConfigError(f"need at least one sample and batch_size >= 1 (got {n}, {batch_size})")
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def sampler(self) -> _EpochHandle:
+        return _EpochHandle(self)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.n >= self.batch_size else 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        self.epoch += 1
+        for b in range(len(self)):
+            yield [int(i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+
+
+class SeededBatches(Sampler[list[tuple[int, int]]]):
+    """Wraps a per-epoch deterministic batch sampler: each index gets its own augmentation seed, a
+    function of (seed, epoch, batch, position), and `skip_batches` fast-forwards the next pass.
+
+    Together they make a resumed run see exactly the batches and augmentations of an uninterrupted one.
+    """
+
+    def __init__(self, batches: DomainBalancedBatchSampler | ShuffledBatchSampler, seed: int) -> None:
+        self.batches, self.seed = batches, seed
+        self.skip_batches = 0
+
+    @property
+    def sampler(self) -> _EpochHandle:
+        return _EpochHandle(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.batches.epoch
+        skip, self.skip_batches = self.skip_batches, 0
+        for b, batch in enumerate(self.batches):
+            if b < skip:
+                continue
+            seeds = np.random.SeedSequence([self.seed, epoch, b]).generate_state(len(batch), dtype=np.uint32)
+            yield [(i, int(s)) for i, s in zip(batch, seeds)]

@@ -50,6 +50,16 @@ class ClassBlocks:
         return rel.contiguous(), valid
 
 
+def matmul_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out = a @ b in float32. On CPU through numpy's BLAS (OpenBLAS here needs ~1.5x less CPU time
+    than torch's MKL path on AMD hosts); elsewhere torch.mm."""
+    if a.device.type == "cpu" and a.dtype == b.dtype == out.dtype:
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite scores are rejected downstream
+            np.matmul(a.numpy(), b.numpy(), out=out.numpy())
+        return out
+    return torch.mm(a, b, out=out)
+
+
 @contextmanager
 def exact_matmul(device: torch.device):
     """TF32 off on CUDA for the duration (PROTOCOLS.md §7.4)."""
@@ -163,15 +173,15 @@ def evaluate_class_retrieval(
     if distance == "cosine":
 
         def block(q0: int, c: int, out: torch.Tensor) -> torch.Tensor:
-            return torch.mm(q[q0 : q0 + c], gt, out=out)
+            return matmul_into(q[q0 : q0 + c], gt, out)
 
     else:
         neg_g2 = -(g * g).sum(dim=1)[None, :]
         q2 = (q * q).sum(dim=1)
 
         def block(q0: int, c: int, out: torch.Tensor) -> torch.Tensor:
-            torch.addmm(neg_g2, q[q0 : q0 + c], gt, alpha=2.0, out=out)  # -(|g|^2 - 2 q.g)
-            return out.sub_(q2[q0 : q0 + c, None])
+            matmul_into(q[q0 : q0 + c], gt, out)
+            return out.mul_(2.0).add_(neg_g2).sub_(q2[q0 : q0 + c, None])  # -|q - g|^2
 
     with exact_matmul(q.device):
         return run_chunks(

@@ -194,6 +194,9 @@ class RetrievalMethod(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("vlm.")}
         checkpoint["xbench_phase"] = self.phase
+        from ..runner.resume import rng_state
+
+        checkpoint["xbench_rng"] = rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
@@ -202,6 +205,10 @@ class RetrievalMethod(L.LightningModule):
                 state.setdefault(k, v)
         if "xbench_phase" in checkpoint:
             self.set_phase(checkpoint["xbench_phase"])
+        if "xbench_rng" in checkpoint:
+            from ..runner.resume import set_rng_state
+
+            set_rng_state(checkpoint["xbench_rng"])
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.state_dict().items() if not k.startswith("vlm.")}

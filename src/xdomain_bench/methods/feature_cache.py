@@ -14,7 +14,8 @@ Batches from these loaders carry `features` (frozen image features) instead of `
 (`class_id`, `label`, `domain_id`, `index`, `box`, `caption`, `negatives`) is as from the DataModule, and
 the train loader reuses the DataModule's own batch sampler, so it yields the very same batches.
 Train-time augmentation follows the method card's `cache_augmentation`: `none` (eval transform, exact)
-or `{views: N}` (N seeded augmented views per image, cached; one drawn per sample per access).
+or `{views: N}` (N seeded augmented views per image, cached; one drawn per sample per access, by the
+sampler's per-sample augmentation seed when it provides one).
 """
 
 from __future__ import annotations
@@ -264,8 +265,9 @@ def save_store(path: Path, spec: StoreSpec, store: dict[str, Any]) -> None:
 class CachedFeatureDataset(Dataset):
     """A role's rows with `features` from the cache in place of `pixels`.
 
-    `views` holds one (N, D) tensor per cached view; with several, each access draws one at random from a
-    generator seeded by `seed`. Supports batched fetching (`__getitems__`), so a batch costs one gather."""
+    `views` holds one (N, D) tensor per cached view; with several, each sample's view comes from the batch
+    sampler's per-sample augmentation seed when it passes (index, seed) keys, else from a generator seeded by
+    `seed`. Supports batched fetching (`__getitems__`), so a batch costs one gather."""
 
     def __init__(self, base: ManifestDataset, views: list[Tensor], boxes: list[Tensor], seed: int = 0) -> None:
         if not views or any(v.shape[0] != len(base) for v in views):
@@ -281,13 +283,19 @@ class CachedFeatureDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.__getitems__([i])
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        return self.__getitems__([key])
 
-    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
-        idx = torch.as_tensor(list(indices), dtype=torch.long)
-        if self.views.shape[0] > 1:
-            v = torch.randint(0, self.views.shape[0], (idx.numel(),), generator=self.generator)
+    def __getitems__(self, indices: list[int] | list[tuple[int, int]]) -> dict[str, Any]:
+        """Keys are row indices, or (row index, augmentation seed) pairs from a seeded batch sampler."""
+        keys = list(indices)
+        seeded = bool(keys) and all(isinstance(k, tuple | list) for k in keys)
+        idx = torch.as_tensor([k[0] if isinstance(k, tuple | list) else k for k in keys], dtype=torch.long)
+        n_views = self.views.shape[0]
+        if n_views > 1 and seeded:  # the sampler's per-sample seed picks the view: identical after a resume
+            v = torch.as_tensor([int(k[1]) % n_views for k in keys], dtype=torch.long)
+        elif n_views > 1:
+            v = torch.randint(0, n_views, (idx.numel(),), generator=self.generator)
         else:
             v = torch.zeros(idx.numel(), dtype=torch.long)
         out: dict[str, Any] = {"features": self.views[v, idx], "box": self.boxes[v, idx],

@@ -99,8 +99,9 @@ def itr_per_source(images: Tensor, captions: list[list[str]], text_emb: Tensor, 
         per.append(m)
         out.update({f"{source}/{k}": v for k, v in m.items()})
     for key in per[0] if per else []:
-        out[key] = float(sum(m[key] for m in per) / len(per))
-    return out
+        if not key.startswith("n_"):  # counts are not metrics
+            out[key] = float(sum(m[key] for m in per) / len(per))
+    return {k: v for k, v in out.items() if not k.rsplit("/", 1)[-1].startswith("n_")}
 
 
 def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: str | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from pathlib import Path
@@ -11,6 +12,7 @@ import lightning as L
 import torch
 
 from ..errors import XBenchError
+from ..io_utils import atomic_write, atomic_write_json
 from .records import Cell, new_record, write_record
 from .trainer import build_trainer, resolve_accelerator, resolve_precision
 
@@ -29,7 +31,11 @@ def phase_steps(method, total: int | None) -> dict[str, int]:
 
 def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precision: str,
                progress: bool) -> dict[str, Any]:
-    """Fit every phase in order; restore the best validation checkpoint of each phase."""
+    """Fit every phase in order, restoring each phase's best validation checkpoint.
+
+    A finished phase leaves `selected.pt` (trainable state only) and `done.json`; an interrupted one
+    leaves `resume.ckpt`, from which the next run continues with identical batches and RNG states.
+    """
     info: dict[str, Any] = {"phases": []}
     has_val = bool(dm.val_dataloader())
     budget = phase_steps(method, cell.max_steps)
@@ -38,28 +44,48 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
         if not any(p.requires_grad for p in method.parameters()):
             info["phases"].append({"name": phase, "steps": 0, "skipped": "no trainable parameters"})
             continue
-        pcfg = method.phase_config()
-        dm.batch_size = int(pcfg.get("batch_size", dm.batch_size))
-        select_on_val = has_val and pcfg.get("selection", "val") == "val"
-        ckpt_dir = out_dir / "checkpoints" / cell.slug() / phase
-        val_every = max(1, steps // int(pcfg.get("val_checks", 4)))
-        trainer, ckpt = build_trainer(max_steps=steps, accelerator=accelerator, precision=precision,
-                                      ckpt_dir=ckpt_dir, has_val=select_on_val, val_every=val_every,
-                                      progress=progress, early_stop_patience=pcfg.get("early_stop_patience"))
-        t0 = time.perf_counter()
-        trainer.fit(method, datamodule=dm)
-        entry: dict[str, Any] = {"name": phase, "steps": int(trainer.global_step), "seconds": time.perf_counter() - t0,
-                                 "trainable_params": method.trainable_counts()[phase], "batch_size": dm.batch_size}
-        if ckpt is not None and ckpt.best_model_path:
-            state = torch.load(ckpt.best_model_path, map_location=method.device, weights_only=False)
-            method.load_state_dict(state["state_dict"], strict=False)
-            entry["selected"] = {"metric": method.info.selection_metric, "split": "val",
-                                 "value": float(ckpt.best_model_score), "checkpoint": str(ckpt.best_model_path)}
-        else:
-            why = "no validation split" if not has_val else f"phase {phase} keeps its last weights (card)"
-            entry["selected"] = {"split": None, "note": f"{why}: final weights"}
-        info["phases"].append(entry)
+        phase_dir = out_dir / "checkpoints" / cell.slug() / phase
+        done = phase_dir / "done.json"
+        if done.is_file():  # finished in an earlier run: reuse its selected weights
+            method.load_state_dict(torch.load(phase_dir / "selected.pt", map_location=method.device), strict=False)
+            info["phases"].append({**json.loads(done.read_text()), "reused": True})
+            continue
+        info["phases"].append(_fit_one_phase(method, dm, phase, steps, phase_dir, has_val, accelerator, precision,
+                                             progress))
     return info
+
+
+def _fit_one_phase(method, dm, phase: str, steps: int, phase_dir: Path, has_val: bool, accelerator: str,
+                   precision: str, progress: bool) -> dict[str, Any]:
+    pcfg = method.phase_config()
+    dm.batch_size = int(pcfg.get("batch_size", dm.batch_size))
+    select_on_val = has_val and pcfg.get("selection", "val") == "val"
+    val_every = max(1, steps // int(pcfg.get("val_checks", 4)))
+    trainer, ckpt = build_trainer(max_steps=steps, accelerator=accelerator, precision=precision,
+                                  ckpt_dir=phase_dir, has_val=select_on_val, val_every=val_every,
+                                  progress=progress, early_stop_patience=pcfg.get("early_stop_patience"))
+    resume = phase_dir / "resume.ckpt"
+    resuming = resume.is_file()
+    t0 = time.perf_counter()
+    trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resuming else None)
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"training of phase {phase} was interrupted; re-run to resume from {resume}")
+    entry: dict[str, Any] = {"name": phase, "steps": int(trainer.global_step), "seconds": time.perf_counter() - t0,
+                             "trainable_params": method.trainable_counts()[phase], "batch_size": dm.batch_size,
+                             "resumed": resuming}
+    if ckpt is not None and ckpt.best_model_path:
+        state = torch.load(ckpt.best_model_path, map_location=method.device, weights_only=False)
+        method.load_state_dict(state["state_dict"], strict=False)
+        entry["selected"] = {"metric": method.info.selection_metric, "split": "val",
+                             "value": float(ckpt.best_model_score), "step": int(state.get("global_step", -1))}
+    else:
+        why = "no validation split" if not has_val else f"phase {phase} keeps its last weights (card)"
+        entry["selected"] = {"split": None, "note": f"{why}: final weights"}
+    atomic_write(phase_dir / "selected.pt", lambda p: torch.save(method.trainable_state_dict(), p))
+    atomic_write_json(phase_dir / "done.json", entry)
+    for stale in phase_dir.glob("*.ckpt"):  # the selected trainable state is all a later run needs
+        stale.unlink()
+    return entry
 
 
 def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_download: bool = False,
@@ -110,6 +136,10 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_do
         if raise_errors:
             raise
         record.update(status="failed", error=str(exc))
+    except KeyboardInterrupt as exc:
+        record.update(status="interrupted", error=str(exc) or "interrupted")
+        write_record(out_dir, cell, record)
+        raise
     except Exception as exc:  # a failed cell records its error; the suite goes on
         if raise_errors:
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..errors import ConfigError
+
+# The frozen backbone stays in eval mode on purpose (dropout off); Lightning would warn about it.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
 
@@ -36,11 +40,15 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir: Path, has_val: bool,
                   val_every: int, devices: int | str = 1, strategy: str = "auto", progress: bool = True,
                   deterministic: bool = False, early_stop_patience: int | None = None) -> tuple[L.Trainer, ModelCheckpoint | None]:
-    callbacks: list[Any] = []
+    from .resume import FastForwardSampler, crash_callback
+
+    callbacks: list[Any] = [FastForwardSampler(), *crash_callback(),
+                            ModelCheckpoint(dirpath=ckpt_dir, filename="resume", save_top_k=1,
+                                            every_n_train_steps=val_every, enable_version_counter=False)]
     ckpt = None
     if has_val:
         ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_selection", mode="max",
-                               save_top_k=1, save_last=True, auto_insert_metric_name=False)
+                               save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
         callbacks.append(ckpt)
         if early_stop_patience:
             from lightning.pytorch.callbacks import EarlyStopping
@@ -52,7 +60,7 @@ def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir:
         callbacks.append(RichProgressBar(leave=False))
     trainer = L.Trainer(
         max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=devices, strategy=strategy,
-        precision=precision, logger=False, enable_checkpointing=has_val, enable_model_summary=False,
+        precision=precision, logger=False, enable_checkpointing=True, enable_model_summary=False,
         enable_progress_bar=progress, callbacks=callbacks, num_sanity_val_steps=0,
         check_val_every_n_epoch=None if has_val else 1, val_check_interval=val_every if has_val else None,
         limit_val_batches=None if has_val else 0, default_root_dir=str(ckpt_dir), deterministic=deterministic,
