@@ -238,10 +238,17 @@ def test_query_batch_prompt(tiny_vlm):
         m.embed_images(b2)
         f_hat = torch.cat([m.frozen_feature(b1), m.frozen_feature(b2)])
         expected = m.prompt_gen(f_hat).mean(0)
-    torch.testing.assert_close(m.eval_prompt(), expected, rtol=1e-5, atol=1e-6)
     m.train()
+    m.eval()  # the evaluator toggles modes between image and text embedding: the accumulator survives
+    torch.testing.assert_close(m.eval_prompt(), expected, rtol=1e-5, atol=1e-6)
+    prefix = " ".join(["X"] * m.n_tok)
+    ref = tiny_vlm.encode_text([f"{prefix} bee."], context=expected)
+    torch.testing.assert_close(m.embed_texts(["bee"]), F.normalize(ref.float(), dim=-1), rtol=1e-5, atol=1e-6)
+    m.train()
+    m.training_loss(make_batch(tiny_vlm, [0, 1, 2]))
+    assert m._query_count == 0  # a training step starts a new accumulator
     m.eval()
-    assert m._query_count == 0  # a new evaluation starts a new accumulator
+    torch.testing.assert_close(m.eval_prompt(), m.prompt_ema.mean())  # nothing embedded yet: source mean
 
 
 def test_single_domain_degrades(tiny_vlm):

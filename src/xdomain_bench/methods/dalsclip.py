@@ -145,7 +145,8 @@ class DALSCLIP(RetrievalMethod):
         return out
 
     def eval_prompt(self) -> Tensor:
-        """P*: EMA source-domain mean (`source_mean`) or the mean over embedded query images (`query_batch`)."""
+        """P*: EMA source-domain mean (`source_mean`), or (`query_batch`, DPL's transductive rule) the mean of u
+        over the images embedded in eval mode since the last training step."""
         if self.test_prompt == "query_batch" and self._query_count:
             return self._query_sum / self._query_count
         mean = self.prompt_ema.mean()
@@ -171,11 +172,6 @@ class DALSCLIP(RetrievalMethod):
         u = self.prompt_gen(f_hat).float().sum(dim=0)
         self._query_sum = u if self._query_sum is None else self._query_sum + u
         self._query_count += f_hat.shape[0]
-
-    def train(self, mode: bool = True) -> DALSCLIP:
-        """Switching mode starts a fresh query-batch prompt accumulator."""
-        self._query_sum, self._query_count = None, 0
-        return super().train(mode)
 
     # --- training ---------------------------------------------------------------------------------
     def select_classes(self, labels: Tensor, num_domains: int) -> Tensor:
@@ -223,6 +219,7 @@ class DALSCLIP(RetrievalMethod):
         present, prompts = domain_means(self.prompt_gen(f_hat), domains)  # P_d, (D, n_tok, T)
         if self.training:
             self.prompt_ema.update(present, prompts)
+            self._query_sum, self._query_count = None, 0  # `query_batch` restarts after every training step
         if self.info.task == "itr" and "caption" in batch:
             l_cls = self.caption_loss(e, prompts, present, batch)
         else:

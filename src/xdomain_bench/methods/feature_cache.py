@@ -34,9 +34,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data.datamodule import ManifestDataset, WorkerDataError, collate
-from ..data.images import load_image
-from ..errors import ConfigError, DataError
+from ..data.datamodule import ManifestDataset, collate
+from ..errors import ConfigError
 from ..io_utils import atomic_write
 from ..paths import cache_dir as default_cache_dir
 
@@ -97,24 +96,19 @@ def parse_augmentation(policy: Any) -> int:
 
 
 class _AugmentedView(Dataset):
-    """Rows of a ManifestDataset through its train transform with a per-(image, view) seeded generator."""
+    """Rows of a train-transform ManifestDataset, each augmented with a seed fixed by (image, view)."""
 
-    def __init__(self, base: ManifestDataset, transform: Any, view: int) -> None:
-        self.base, self.transform, self.view = base, transform, view
+    def __init__(self, base: ManifestDataset, view: int) -> None:
+        self.base, self.view = base, view
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         b = self.base
-        try:
-            img = load_image(b.image_root / b.relpaths[i], invert=b.invert[i])
-        except DataError as exc:
-            raise WorkerDataError(str(exc)) from None
         key = image_key(b.relpaths[i], b.invert[i], b.boxes[i])
         seed = int.from_bytes(hashlib.sha256(f"{key}#{self.view}".encode()).digest()[:7], "big")
-        pixels, box = self.transform(img, b.boxes[i], generator=torch.Generator().manual_seed(seed))
-        return {"pixels": pixels, "box": box, "class_id": 0, "label": 0, "domain_id": 0, "index": i}
+        return b[(i, seed)]  # the DataModule's own seeded-augmentation path
 
 
 class FeatureCache:
@@ -154,14 +148,16 @@ class FeatureCache:
         `view = -1` uses the DataModule's deterministic eval transform (exact); `view >= 0` the train
         transform with a generator seeded by (image, view)."""
         base = datamodule.dataset_for(role)
+        crop = f"crop_to_box={bool(getattr(base, 'crop_to_box', False))}"
         if view < 0:
             source: Dataset = base
-            transform = f"eval:{json.dumps(datamodule.preprocess.to_dict(), sort_keys=True)}"
+            transform = f"eval:{json.dumps(datamodule.preprocess.to_dict(), sort_keys=True)}:{crop}"
         else:
-            train_tf = datamodule.dataset_for(role, train_transform=True).transform
-            source = _AugmentedView(base, train_tf, view)
-            transform = (f"train:{json.dumps(datamodule.preprocess.to_dict(), sort_keys=True)}:"
-                         f"{type(train_tf).__name__}:{json.dumps(vars_of(train_tf), sort_keys=True, default=str)}")
+            train_ds = datamodule.dataset_for(role, train_transform=True)
+            source = _AugmentedView(train_ds, view)
+            tf = train_ds.transform
+            transform = (f"train:{json.dumps(datamodule.preprocess.to_dict(), sort_keys=True)}:{crop}:"
+                         f"{type(tf).__name__}:{json.dumps(vars_of(tf), sort_keys=True, default=str)}")
         spec = self.spec(datamodule, transform, view)
         path = spec.path(self.cache_dir)
         keys = [image_key(r, inv, b) for r, inv, b in zip(base.relpaths, base.invert, base.boxes)]

@@ -219,7 +219,8 @@ class FrozenVLM(nn.Module):
         """Every text under every context: (G, m, T) contexts -> (G, N, E), equal to
         `encode_text(tokens, context=contexts[g])` for each g (H6). The token prefix that all texts share,
         placeholder run included, is encoded once per context (the text tower is causal), so only the
-        per-text suffixes cost G x N sequences. Falls back to the plain path when no such prefix exists."""
+        per-text suffixes cost G x N sequences (bucketed by length, so without padding). Falls back to the plain
+        path when no such prefix exists."""
         if not isinstance(tokens, TokenBatch):
             tokens = self.tokenize(tokens)
         device = self.text.embeddings.token_embedding.weight.device
@@ -234,11 +235,15 @@ class FrozenVLM(nn.Module):
         p = min(shared, int(eot.min()))
         if m == 0 or int(slots[0].nonzero().max()) >= p:
             return torch.stack([self.encode_text(tokens, context=c) for c in contexts])
-        n = ids.shape[0]
         emb = self.text.embeddings.token_embedding(ids[:, :int(eot.max()) + 1])
         pos = self.text.embeddings.position_embedding.weight[:emb.shape[1]]
         prefix = overwrite_slots(emb[:1, :p].expand(g, p, -1), slots[:1, :p].expand(g, p), contexts) + pos[:p]
-        suffix = (emb[:, p:] + pos[p:]).unsqueeze(0).expand(g, n, -1, -1)
-        x = self.text.final_layer_norm(run_layers_shared_prefix(self.text.encoder.layers, prefix, suffix))
-        pooled = x[:, torch.arange(n, device=x.device), eot - p]  # (G, N, T)
+        parts, order = [], []
+        for end in torch.unique(eot).tolist():  # texts bucketed by EOT position: no padded suffix tokens
+            rows = (eot == end).nonzero(as_tuple=True)[0]
+            suffix = (emb[rows, p:end + 1] + pos[p:end + 1]).unsqueeze(0).expand(g, -1, -1, -1)
+            x = run_layers_shared_prefix(self.text.encoder.layers, prefix, suffix)
+            parts.append(self.text.final_layer_norm(x[:, :, -1]))  # EOT is each bucket's last token
+            order.append(rows)
+        pooled = torch.cat(parts, dim=1)[:, torch.argsort(torch.cat(order))]  # (G, N, T), input order
         return self.clip.text_projection(pooled)
