@@ -73,7 +73,7 @@ def main() -> None:
             opt = torch.optim.Adam(params, lr=1e-4)
             method.train()
 
-            def step():
+            def step(method=method, opt=opt):
                 loss, _ = method.training_loss(batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
