@@ -74,6 +74,15 @@ class RetrievalMethod(L.LightningModule):
         self._val: dict[str, list] = {}
         self._class_feats: Tensor | None = None
 
+    @classmethod
+    def unsupported_reason(cls, info: DataInfo) -> str | None:
+        """Why this method cannot run the protocol described by `info`, or None if it can.
+
+        The runner checks it once the DataModule is set up; a reason makes the cell `n/a` with that
+        reason in its record and the leaderboard. Prefer degrading gracefully (see `uses_*`) to this.
+        """
+        return None
+
     # --- phases and trainable state -------------------------------------------------------------
     def phases(self) -> list[str]:
         return ["main"]

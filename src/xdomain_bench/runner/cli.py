@@ -1,4 +1,4 @@
-"""`xbench run`: one cell (or, later, a whole suite) -> JSON records under OUT/records/."""
+"""`xbench run`: one cell or a whole suite -> JSON records under OUT/records/."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="train and evaluate one cell", description="Train and evaluate one cell "
-                       "(method x dataset x protocol x variant x seed) and write its record under OUT/records/.")
+    p = sub.add_parser("run", help="train and evaluate one cell or a suite",
+                       description="Train and evaluate one cell (method x dataset x protocol x variant x seed), or "
+                       "every cell of --suite, and write one record per cell under OUT/records/.")
     p.add_argument("--suite", help="a suite YAML (benchmarks/suites/*.yaml): run its whole matrix")
     p.add_argument("--seeds", help="comma-separated seeds overriding the suite's, e.g. 0,1,2")
     p.add_argument("--only", help="restrict a suite, e.g. method=coop+vpt,dataset=cub")
@@ -44,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="extra DataModule/protocol option")
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", help="auto | 32-true | bf16-mixed | 16-mixed")
+    p.add_argument("--devices", type=int, default=1,
+                   help="processes/GPUs for Lightning DDP (default 1); N > 1 re-launches the command per rank")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder (records, checkpoints)")
@@ -59,8 +63,20 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    _check_devices(args.devices, args.strategy)
     return dict(allow_download=args.allow_download, accelerator=args.accelerator, precision=args.precision,
-                num_workers=args.num_workers, progress=not args.no_progress)
+                num_workers=args.num_workers, progress=not args.no_progress, devices=args.devices,
+                strategy=args.strategy)
+
+
+def _check_devices(devices: int, strategy: str) -> None:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if devices < 1:
+        raise ConfigError(f"--devices must be >= 1, got {devices}")
+    known = ["auto", *StrategyRegistry.available_strategies()]
+    if strategy not in known:
+        raise ConfigError(f"unknown --strategy '{strategy}'; known strategies: {', '.join(sorted(known))}")
 
 
 def suite_command(args: argparse.Namespace) -> int:
@@ -97,6 +113,8 @@ def cell_command(args: argparse.Namespace) -> int:
                 max_steps=args.max_steps, data_options=data_options,
                 method_overrides=parse_overrides(args.overrides, "--set"))
     record = run_cell(cell, args.data_root, args.out, raise_errors=True, **_run_kwargs(args))
+    if record["status"] == "worker":  # a DDP rank > 0: rank 0 reports
+        return 0
     console = Console()
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in record.get("metrics", {}).items())
     console.print(f"[bold]{cell.method}[/] on {cell.dataset}/{cell.protocol}/{cell.variant}: "

@@ -1,51 +1,222 @@
-"""`xbench demo`: the main job on the embedded default (the synthetic world and a built-in backbone)."""
+"""`xbench demo`: the main job on the embedded default: the synthetic world and the `demo-clip` backbone.
+
+Synthesises the demo trees (if absent), pretrains demo-clip (if not cached), runs the demo suite
+(`benchmarks/suites/demo.yaml`: every method on every synthetic dataset, finished cells skipped) and writes
+the leaderboards. Cells run in `--jobs` single-threaded worker processes, which on a small CPU machine
+uses the cores better than one process with several threads.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataError
+
+# Synthetic scale of each dataset the demo suite may use (`xbench data synth NAME --scale ...`).
+DEMO_SCALES = {"domainnet": "small", "sketchy": "small", "tuberlin": "small", "cub": "small", "fdrd": "small"}
+SYNTH_MARKER = ".xbench_synth.json"  # every synthetic writer leaves one in its dataset folder
+REAL_DATA_HINT = ("Real data: xbench run --suite benchmarks/suites/ucdr_domainnet.yaml --data-root /path/to/data "
+                  "--backbone hf-clip:/path/to/clip --out runs/real  (README: Real weights and real data)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the demo benchmark on the synthetic world",
-                       description="Synthesise the demo trees (if absent), run the demo cells and write "
-                                   "OUT/leaderboard.csv.")
-    p.add_argument("--data-root", default="data_synth/demo", help="where the synthetic trees live")
-    p.add_argument("--out", default="runs/demo", help="run folder for records and leaderboards")
-    p.add_argument("--backbone", default="tiny-clip")
-    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("demo", help="run the demo benchmark on the synthetic world with demo-clip",
+                       description="Synthesise the demo trees (if absent), pretrain the demo-clip backbone (if not "
+                                   "cached), run the demo suite (finished cells are skipped) and write "
+                                   "OUT/leaderboard.csv, OUT/leaderboard_wide.csv and OUT/leaderboard.md.")
+    p.add_argument("--data-root", default="data_synth/demo", help="where the synthetic trees live (default: %(default)s)")
+    p.add_argument("--out", default="runs/demo", help="run folder for records and leaderboards (default: %(default)s)")
+    p.add_argument("--suite", help="suite YAML (default: benchmarks/suites/demo.yaml)")
+    p.add_argument("--backbone", help="backbone spec (default: the suite's, demo-clip)")
+    p.add_argument("--seeds", help="comma-separated seeds overriding the suite's")
+    p.add_argument("--only", help="restrict the suite, e.g. method=zero_shot+coop,dataset=domainnet")
+    p.add_argument("--max-steps", type=int, help="training steps for every cell (default: the suite's)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="cells run in this many single-threaded worker processes (default: %(default)s; 1 = in "
+                        "this process)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=demo_command)
 
 
+# --- data ----------------------------------------------------------------------------------------------
+def ensure_trees(root: Path, datasets: list[str], log, seed: int = 0) -> list[str]:
+    """Synthesise each dataset's tree under `root` unless it is there already; returns one line per tree."""
+    from ..data.base import get_dataset
+
+    lines = []
+    for name in datasets:
+        adapter = get_dataset(name)
+        scale = DEMO_SCALES.get(name, "small")
+        folder = root / adapter.folder
+        marker = folder / SYNTH_MARKER
+        if folder.exists():
+            info = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+            if (info.get("scale"), info.get("seed")) != (scale, seed):
+                raise DataError(f"{folder} exists but is not the demo's synthetic tree ({scale} scale, seed {seed}); "
+                                f"remove it or pass another --data-root")
+            lines.append(f"{name}: {folder} (synthetic, {scale}, kept)")
+            continue
+        t0 = time.perf_counter()
+        log(f"synthesising {name} ({scale}) under {root} ...")
+        path = adapter.synth(root, scale=scale, seed=seed)
+        lines.append(f"{name}: {path} (synthetic, {scale}, written in {time.perf_counter() - t0:.0f} s)")
+    return lines
+
+
+# --- backbone ------------------------------------------------------------------------------------------
+def ensure_backbone(spec: str, log) -> dict[str, Any]:
+    """Pretrain demo-clip when the spec names it and it is not cached; a short description of the backbone."""
+    backend, _, arg = spec.partition(":")
+    if backend != "demo-clip":
+        return {"spec": spec, "line": spec}
+    from ..vlm.demo_clip import demo_clip_dir, ensure_demo_clip, is_cached, parse_demo_spec
+
+    cfg = parse_demo_spec(arg)
+    cached = is_cached(cfg)
+    path = ensure_demo_clip(cfg, log=log)
+    info = json.loads((path / "demo_clip.json").read_text(encoding="utf-8"))
+    line = (f"{spec}: a {info['parameters'] / 1e6:.1f} M-parameter CLIP ({cfg.image_size} px, patch {cfg.patch_size}) "
+            f"pretrained by the suite on {info['images']} synthetic images of the source domains "
+            f"({cfg.steps} steps, seed {cfg.seed}); {'cached' if cached else 'pretrained now'} in {demo_clip_dir(cfg)}")
+    return {"spec": spec, "line": line, "config_key": cfg.key(), "cached": cached}
+
+
+def set_aside_stale(out: Path, config_key: str | None, log) -> int:
+    """Move records (and checkpoints) made with another demo-clip config out of the way, so they are re-run."""
+    if not config_key or not (out / "records").is_dir():
+        return 0
+    moved = 0
+    for path in sorted((out / "records").glob("*.json")):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        old = (rec.get("backbone") or {}).get("config_key")
+        if rec.get("cell", {}).get("backbone", "").startswith("demo-clip") and old and old != config_key:
+            stale = out / "stale" / old
+            (stale / "records").mkdir(parents=True, exist_ok=True)
+            path.rename(stale / "records" / path.name)
+            ckpt = out / "checkpoints" / path.stem
+            if ckpt.is_dir():
+                (stale / "checkpoints").mkdir(parents=True, exist_ok=True)
+                shutil.move(str(ckpt), str(stale / "checkpoints" / path.stem))
+            moved += 1
+    if moved:
+        log(f"moved {moved} records of an older demo-clip config to {out / 'stale'}; their cells run again")
+    return moved
+
+
+# --- cells -----------------------------------------------------------------------------------------------
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_one(cell_dict: dict[str, Any], root: str, out: str) -> dict[str, Any]:
+    from .execute import run_cell
+    from .records import Cell
+
+    rec = run_cell(Cell(**cell_dict), root, out, progress=False)
+    return {"status": rec["status"], "error": rec.get("error"),
+            "seconds": (rec.get("timings") or {}).get("total_s", 0.0)}
+
+
+def run_cells_parallel(cells: list, root: Path, out: Path, jobs: int, console) -> dict[str, int]:
+    """Run the cells without an ok record in `jobs` worker processes; the longest-budget cells go first."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from .records import existing_ok_record
+    from .suite_run import register_expected
+
+    register_expected(out, cells)
+    summary = {"ok": 0, "skipped": 0, "failed": 0, "n/a": 0}
+    todo = []
+    for cell in cells:
+        if existing_ok_record(out, cell):
+            summary["skipped"] += 1
+        else:
+            todo.append(cell)
+    if summary["skipped"]:
+        console.print(f"[dim]{summary['skipped']} of {len(cells)} cells are done already[/]")
+    todo.sort(key=lambda c: -(c.max_steps or 0))
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        futures = {pool.submit(_run_one, c.to_dict(), str(root), str(out)): c for c in todo}
+        for i, fut in enumerate(as_completed(futures), 1):
+            cell = futures[fut]
+            res = fut.result()
+            status = res["status"]
+            summary[status if status in summary else "failed"] += 1
+            head = (f"[{i}/{len(todo)}] {cell.method} · {cell.dataset}/{cell.protocol} · {cell.holdout or '-'} · "
+                    f"{cell.data_options.get('gallery', '-')} · seed {cell.seed}")
+            if status == "ok":
+                console.print(f"{head}: ok in {res['seconds']:.0f} s  ({time.perf_counter() - t0:.0f} s elapsed)")
+            else:
+                console.print(f"{head}: [red]{status}[/] {res['error']}")
+    return summary
+
+
+# --- the command -----------------------------------------------------------------------------------------
 def demo_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..data.base import get_dataset
     from ..leaderboard.cli import leaderboard_command
-    from .execute import run_cell
-    from .records import Cell, existing_ok_record
+    from ..paths import project_root
+    from .suite import expand_suite, load_suite, parse_only
+    from .suite_run import run_suite
 
     console = Console()
+    t_start = time.perf_counter()
     root, out = Path(args.data_root), Path(args.out)
+    suite = load_suite(args.suite or project_root() / "benchmarks" / "suites" / "demo.yaml")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    backbone = args.backbone or suite.get("backbone") or "demo-clip"
+    cells = expand_suite(suite, backbone=backbone, seeds=seeds, max_steps=args.max_steps, only=parse_only(args.only))
+    if not cells:
+        raise ConfigError(f"the demo suite {suite['_path']} expands to no cells (check --only)")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    console.rule("[bold]xbench demo[/]: every method on the synthetic world, with the demo-clip backbone")
+    times: dict[str, float] = {}
+
     t0 = time.perf_counter()
-    adapter = get_dataset("domainnet")
-    if not (root / adapter.folder).is_dir():
-        console.print(f"synthesising DomainNet (tiny) under {root} ...")
-        adapter.synth(root, scale="tiny", seed=0)
-    cells = [Cell(method="zero_shot", dataset="domainnet", protocol="ucdr", holdout="sketch", seed=0,
-                  backbone=args.backbone, data_options={"gallery": "unseen"})]
-    for cell in cells:
-        if existing_ok_record(out, cell):
-            console.print(f"[dim]done already:[/] {cell.key()}")
-            continue
-        console.print(f"running {cell.method} on {cell.dataset}/{cell.protocol} (held-out {cell.holdout})")
-        rec = run_cell(cell, root, out, progress=not args.no_progress)
-        if rec["status"] != "ok":
-            console.print(f"[red]cell failed:[/] {rec['error']}")
-    leaderboard_command(argparse.Namespace(dir=str(out), quiet=False))
-    console.print(f"backbone: {args.backbone}; data: {root.resolve()}; results: {out.resolve()} "
-                  f"({time.perf_counter() - t0:.0f} s)")
-    console.print("Real data: xbench run --method M --dataset domainnet --data-root /path/to/root "
-                  "--backbone hf-clip:openai/clip-vit-base-patch16 --out runs/mine  (see README)")
-    return 0
+    data_lines = ensure_trees(root, sorted({c.dataset for c in cells}), console.print)
+    times["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    bb = ensure_backbone(backbone, console.print)
+    times["pretraining"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    set_aside_stale(out, bb.get("config_key"), console.print)
+    console.print(f"running {len(cells)} cells of suite '{suite.get('name', 'demo')}' into {out} "
+                  f"({args.jobs} worker{'s' if args.jobs > 1 else ''})")
+    if args.jobs == 1:
+        summary = run_suite(cells, root, out, progress=not args.no_progress)
+    else:
+        summary = run_cells_parallel(cells, root, out, args.jobs, console)
+    times["cells"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    leaderboard_command(argparse.Namespace(dir=str(out), quiet=False, no_reported=True, reported=None))
+    times["leaderboard"] = time.perf_counter() - t0
+    times["total"] = time.perf_counter() - t_start
+
+    console.rule("[bold]demo summary[/]")
+    console.print(f"[bold]backbone[/]  {bb['line']}")
+    console.print("[bold]data[/]      " + "\n          ".join(data_lines))
+    console.print(f"[bold]cells[/]     {summary['ok']} ran, {summary['skipped']} done already, {summary['failed']} "
+                  f"failed, {summary['n/a']} n/a")
+    console.print(f"[bold]files[/]     {out}/leaderboard.csv (long), {out}/leaderboard_wide.csv (mean ± std over "
+                  f"seeds), {out}/leaderboard.md, records in {out}/records/")
+    console.print("[bold]time[/]      " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    console.print(REAL_DATA_HINT)
+    return 0 if summary["failed"] == 0 else 1

@@ -29,12 +29,20 @@ def phase_steps(method, total: int | None) -> dict[str, int]:
     return dict(zip(phases, steps))
 
 
-def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precision: str,
-               progress: bool) -> dict[str, Any]:
+def global_rank() -> int:
+    """This process's rank under Lightning DDP (0 when not distributed)."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precision: str, progress: bool,
+               devices: int = 1, strategy: str = "auto") -> dict[str, Any]:
     """Fit every phase in order, restoring each phase's best validation checkpoint.
 
     A finished phase leaves `selected.pt` (trainable state only) and `done.json`; an interrupted one
     leaves `resume.ckpt`, from which the next run continues with identical batches and RNG states.
+    Under DDP every rank trains and restores the same weights; only rank 0 writes files.
     """
     info: dict[str, Any] = {"phases": []}
     has_val = bool(dm.val_dataloader())
@@ -51,19 +59,20 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
             info["phases"].append({**json.loads(done.read_text()), "reused": True})
             continue
         info["phases"].append(_fit_one_phase(method, dm, phase, steps, phase_dir, has_val, accelerator, precision,
-                                             progress))
+                                             progress, devices, strategy))
     return info
 
 
 def _fit_one_phase(method, dm, phase: str, steps: int, phase_dir: Path, has_val: bool, accelerator: str,
-                   precision: str, progress: bool) -> dict[str, Any]:
+                   precision: str, progress: bool, devices: int, strategy: str) -> dict[str, Any]:
     pcfg = method.phase_config()
     dm.batch_size = int(pcfg.get("batch_size", dm.batch_size))
     select_on_val = has_val and pcfg.get("selection", "val") == "val"
     val_every = max(1, steps // int(pcfg.get("val_checks", 4)))
     trainer, ckpt = build_trainer(max_steps=steps, accelerator=accelerator, precision=precision,
                                   ckpt_dir=phase_dir, has_val=select_on_val, val_every=val_every,
-                                  progress=progress, early_stop_patience=pcfg.get("early_stop_patience"))
+                                  progress=progress, early_stop_patience=pcfg.get("early_stop_patience"),
+                                  devices=devices, strategy=strategy)
     resume = phase_dir / "resume.ckpt"
     resuming = resume.is_file()
     t0 = time.perf_counter()
@@ -81,6 +90,9 @@ def _fit_one_phase(method, dm, phase: str, steps: int, phase_dir: Path, has_val:
     else:
         why = "no validation split" if not has_val else f"phase {phase} keeps its last weights (card)"
         entry["selected"] = {"split": None, "note": f"{why}: final weights"}
+    trainer.strategy.barrier()  # every rank has read the checkpoints before rank 0 deletes them
+    if trainer.global_rank != 0:
+        return entry
     atomic_write(phase_dir / "selected.pt", lambda p: torch.save(method.trainable_state_dict(), p))
     atomic_write_json(phase_dir / "done.json", entry)
     for stale in phase_dir.glob("*.ckpt"):  # the selected trainable state is all a later run needs
@@ -90,8 +102,13 @@ def _fit_one_phase(method, dm, phase: str, steps: int, phase_dir: Path, has_val:
 
 def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_download: bool = False,
              accelerator: str = "auto", precision: str = "auto", num_workers: int = 0, progress: bool = True,
-             raise_errors: bool = False) -> dict[str, Any]:
-    """Execute one cell and write its record. XBenchErrors in set-up propagate when `raise_errors`."""
+             raise_errors: bool = False, devices: int = 1, strategy: str = "auto") -> dict[str, Any]:
+    """Execute one cell and write its record. XBenchErrors in set-up propagate when `raise_errors`.
+
+    With `devices > 1` Lightning's DDP re-launches the command for ranks 1..N-1; they train alongside
+    rank 0 and return after the fit (status `worker`, nothing written); rank 0 alone evaluates, on the
+    whole test set, and writes the record.
+    """
     from ..data.datamodule import RetrievalDataModule
     from ..methods.base import get_method_class
     from ..methods.config import resolve_config
@@ -113,14 +130,22 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_do
                                  eval_batch_size=int(cfg.get("eval_batch_size", 128)), num_workers=num_workers,
                                  seed=cell.seed, **cell.data_options)
         dm.setup()
+        reason = method_cls.unsupported_reason(dm.info)
+        if reason:
+            record.update(status="n/a", reason=reason, method_config=cfg, backbone=vlm.describe(),
+                          manifest=_manifest_summary(dm))
+            return _finish(out_dir, cell, record)
         method = method_cls(vlm, dm.info, cfg)
         record.update(method_config=cfg, backbone=vlm.describe(), precision=precision, device=_device_name(accelerator),
                       trainable_params=method.trainable_counts(), manifest=_manifest_summary(dm))
         t_fit = time.perf_counter()
         if method.has_training() and (cell.max_steps is None or cell.max_steps > 0):
-            record["training"] = fit_phases(method, dm, cell, out_dir, accelerator, precision, progress)
+            record["training"] = fit_phases(method, dm, cell, out_dir, accelerator, precision, progress,
+                                            devices, strategy)
         else:
             record["training"] = {"phases": [], "note": "no training"}
+        if global_rank() != 0:
+            return {**record, "status": "worker"}
         method.to(torch.device("cuda" if accelerator == "cuda" else "cpu"))
         t_eval = time.perf_counter()
         result = evaluate_test(method, dm, precision)
@@ -138,13 +163,19 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_do
         record.update(status="failed", error=str(exc))
     except KeyboardInterrupt as exc:
         record.update(status="interrupted", error=str(exc) or "interrupted")
-        write_record(out_dir, cell, record)
+        _finish(out_dir, cell, record)
         raise
     except Exception as exc:  # a failed cell records its error; the suite goes on
         if raise_errors:
             raise
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-    write_record(out_dir, cell, record)
+    return _finish(out_dir, cell, record)
+
+
+def _finish(out_dir: Path, cell: Cell, record: dict[str, Any]) -> dict[str, Any]:
+    """Write the record (rank 0 only) and return it."""
+    if global_rank() == 0:
+        write_record(out_dir, cell, record)
     return record
 
 

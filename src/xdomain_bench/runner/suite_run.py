@@ -26,11 +26,13 @@ def register_expected(out_dir: Path, cells: list[Cell]) -> None:
 def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **run_kwargs: Any) -> dict[str, int]:
     from rich.console import Console
 
-    from .execute import run_cell
+    from .execute import global_rank, run_cell
 
-    console = Console()
+    rank0 = global_rank() == 0  # DDP ranks > 0 re-run the whole command and train alongside rank 0
+    console = Console(quiet=not rank0)
     out_dir = Path(out_dir)
-    register_expected(out_dir, cells)
+    if rank0:
+        register_expected(out_dir, cells)
     summary = {"ok": 0, "skipped": 0, "failed": 0, "n/a": 0}
     t0 = time.perf_counter()
     for i, cell in enumerate(cells, 1):
@@ -43,9 +45,13 @@ def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **r
         console.print(f"[bold]{head}[/]")
         rec = run_cell(cell, data_root, out_dir, **run_kwargs)
         status = rec["status"]
+        if not rank0:  # rank 0 reports and counts; a worker exiting non-zero would stop the whole run
+            continue
         summary[status if status in summary else "failed"] += 1
         if status == "ok":
             console.print(f"    ok in {rec['timings']['total_s']:.1f} s")
+        elif status == "n/a":
+            console.print(f"    n/a: {rec['reason']}")
         else:
             console.print(f"    [red]{status}[/]: {rec.get('error')}")
     console.print(f"suite: {summary['ok']} ran, {summary['skipped']} already done, {summary['failed']} failed, "

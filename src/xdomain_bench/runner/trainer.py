@@ -65,5 +65,8 @@ def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir:
         check_val_every_n_epoch=None if has_val else 1, val_check_interval=val_every if has_val else None,
         limit_val_batches=None if has_val else 0, default_root_dir=str(ckpt_dir), deterministic=deterministic,
         log_every_n_steps=max(1, min(50, max_steps)),
+        # Our train loaders use our own batch samplers (SeededBatches), which split batches across DDP
+        # ranks themselves; every rank validates on the whole val split, so the selection score is exact.
+        use_distributed_sampler=False,
     )
     return trainer, ckpt

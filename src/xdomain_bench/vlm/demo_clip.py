@@ -8,6 +8,7 @@ the user cache directory keyed by the hash of its config.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -25,7 +26,7 @@ from PIL import Image
 
 from ..errors import BackboneError
 from ..paths import cache_dir
-from .backends import BACKENDS, parse_kv, tiny_clip_config
+from .backends import BACKENDS, tiny_clip_config
 from .preprocess import CLIP_MEAN, CLIP_STD
 
 VERSION = 1
@@ -34,6 +35,8 @@ DOMAIN_WORDS = {"real": "photo", "photo": "photo", "clipart": "clipart", "painti
 
 @dataclass(frozen=True)
 class DemoClipConfig:
+    """Everything that determines the weights; its hash names the cache folder."""
+
     seed: int = 0
     image_size: int = 48
     patch_size: int = 8
@@ -45,11 +48,14 @@ class DemoClipConfig:
     text_heads: int = 2
     embed_dim: int = 96
     context_length: int = 40
-    per_class_domain: int = 12
+    per_class_domain: int = 12  # pretraining renders per (class, source domain)
     steps: int = 400
-    batch_size: int = 128
-    lr: int = 2  # ×1e-3
+    batch_size: int = 128  # images per step: batch_size / 2 classes, two renders each (two domains if it has them)
+    lr: float = 2e-3
     warmup: int = 40
+    weight_decay: float = 0.05
+    image_loss: float = 0.0  # weight of the image-image class-contrastive term (0: image-text only)
+    paired: int = 0  # 1: class-paired batches (see batch_size); 0: uniform over the pool
 
     def key(self) -> str:
         blob = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
@@ -62,25 +68,77 @@ def captions_for(display: str, describe: str, domain: str) -> list[str]:
             f"a photo of a {display}."]
 
 
-def render_pool(cfg: DemoClipConfig, log=print) -> tuple[torch.Tensor, list[int], list[list[str]]]:
-    """Images (uint8, N×3×S×S), class index per image and candidate captions per image."""
+def render_pool(cfg: DemoClipConfig, log=print) -> tuple[torch.Tensor, list[int], list[str], list[list[str]]]:
+    """Images (uint8, N×3×S×S), class index, domain and candidate captions per image."""
     from ..data.synth.catalog import appearance_catalog
     from ..data.synth.objects import render
 
     catalog = appearance_catalog()
     rng = np.random.default_rng(cfg.seed)
-    images, labels, captions = [], [], []
+    images, labels, domains, captions = [], [], [], []
     t0 = time.perf_counter()
     for ci, entry in enumerate(catalog):
         for domain in entry.domains:
             for _ in range(cfg.per_class_domain):
                 img, _ = render(entry.spec, domain, rng, size=64)
-                img = img.resize((cfg.image_size, cfg.image_size), Image.BICUBIC)
+                if cfg.image_size != 64:
+                    img = img.resize((cfg.image_size, cfg.image_size), Image.BICUBIC)
                 images.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
                 labels.append(ci)
+                domains.append(domain)
                 captions.append(captions_for(entry.display, entry.spec.describe(), domain))
     log(f"rendered {len(images)} pretraining images of {len(catalog)} classes in {time.perf_counter() - t0:.0f} s")
-    return torch.from_numpy(np.stack(images)), labels, captions
+    return torch.from_numpy(np.stack(images)), labels, domains, captions
+
+
+class BatchSampler:
+    """Seeded batches: uniform over the pool, or class-paired (two renders per class, two domains if it has them)."""
+
+    def __init__(self, labels: list[int], domains: list[str], cfg: DemoClipConfig) -> None:
+        self.cfg, self.n = cfg, len(labels)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        by_class: dict[int, dict[str, list[int]]] = {}
+        for i, (c, d) in enumerate(zip(labels, domains)):
+            by_class.setdefault(c, {}).setdefault(d, []).append(i)
+        self.groups = [list(by_class[c].values()) for c in sorted(by_class)]
+
+    def _pick(self, items: list[int]) -> int:
+        return items[int(torch.randint(len(items), (1,), generator=self.gen))]
+
+    def __call__(self) -> torch.Tensor:
+        if not self.cfg.paired:
+            return torch.randint(self.n, (self.cfg.batch_size,), generator=self.gen)
+        classes = torch.randperm(len(self.groups), generator=self.gen)[: self.cfg.batch_size // 2].tolist()
+        out = []
+        for c in classes:
+            groups = self.groups[c]
+            order = torch.randperm(len(groups), generator=self.gen).tolist()
+            first, second = groups[order[0]], groups[order[-1]]
+            out += [self._pick(first), self._pick(second)]
+        return torch.tensor(out)
+
+
+def soft_targets(y: torch.Tensor) -> torch.Tensor:
+    target = (y[:, None] == y[None, :]).float()
+    return target / target.sum(1, keepdim=True)
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, y: torch.Tensor, scale: torch.Tensor,
+                     image_weight: float) -> torch.Tensor:
+    """Symmetric image-text cross-entropy with class-aware soft targets (+ image-image SupCon)."""
+    logits = img @ txt.t() * scale
+    target = soft_targets(y)
+    loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.t().log_softmax(1)).sum(1).mean())
+    if image_weight > 0:
+        eye = torch.eye(len(y), dtype=torch.bool)
+        sim = (img @ img.t() * scale).masked_fill(eye, float("-inf"))
+        pos = (y[:, None] == y[None, :]) & ~eye
+        has = pos.any(1)
+        if has.any():
+            logp = sim.log_softmax(1).masked_fill(eye, 0.0)
+            per = -(logp * pos).sum(1) / pos.sum(1).clamp(min=1)
+            loss = loss + image_weight * per[has].mean()
+    return loss
 
 
 def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
@@ -91,9 +149,10 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
     from .tokenizer import build_clip_tokenizer
 
     torch.manual_seed(cfg.seed)
-    words = [e.display for e in appearance_catalog()] + [f"{e.spec.describe()}" for e in appearance_catalog()]
+    catalog = appearance_catalog()
+    words = [e.display for e in catalog] + [e.spec.describe() for e in catalog]
     tokenizer = build_clip_tokenizer(words + list(DOMAIN_WORDS.values()), model_max_length=cfg.context_length)
-    pool, labels, captions = render_pool(cfg, log)
+    pool, labels, domains, captions = render_pool(cfg, log)
     model_cfg = tiny_clip_config({k: getattr(cfg, k) for k in ("image_size", "patch_size", "vision_width",
                                   "vision_layers", "vision_heads", "text_width", "text_layers", "text_heads",
                                   "embed_dim", "context_length")}, len(tokenizer))
@@ -101,36 +160,33 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
     model = CLIPModel(model_cfg).float().train()
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr * 1e-3, weight_decay=0.05)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = BatchSampler(labels, domains, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
     lab = torch.tensor(labels)
     history, t0 = [], time.perf_counter()
     for step in range(cfg.steps):
-        lr = cfg.lr * 1e-3 * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen)
+        idx = sampler()
         x = pool[idx].float() / 255.0
         flip = torch.rand(len(idx), generator=gen) < 0.5
         x[flip] = x[flip].flip(-1)
         x = (x - mean) / std
-        choice = torch.randint(4, (len(idx),), generator=gen)
-        texts = [captions[i][c] for i, c in zip(idx.tolist(), choice.tolist())]
+        choice = torch.randint(1 << 20, (len(idx),), generator=gen)
+        texts = [captions[i][c % len(captions[i])] for i, c in zip(idx.tolist(), choice.tolist())]
         tok = tokenizer(texts, padding=True, truncation=True, max_length=cfg.context_length, return_tensors="pt")
         img = F.normalize(_pooled(model.get_image_features(pixel_values=x)), dim=-1)
         txt = F.normalize(_pooled(model.get_text_features(input_ids=tok["input_ids"],
                                                           attention_mask=tok["attention_mask"])), dim=-1)
-        logits = img @ txt.t() * model.logit_scale.exp().clamp(max=100)
-        y = lab[idx]
-        target = (y[:, None] == y[None, :]).float()
-        target = target / target.sum(1, keepdim=True)
-        loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.t().log_softmax(1)).sum(1).mean())
+        loss = contrastive_loss(img, txt, lab[idx], model.logit_scale.exp().clamp(max=100), cfg.image_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == cfg.steps - 1:
-            history.append({"step": step, "loss": round(float(loss), 4)})
-            log(f"demo-clip pretraining step {step + 1}/{cfg.steps} loss {float(loss):.3f} "
+            history.append({"step": step + 1, "loss": round(loss.item(), 4)})
+            log(f"demo-clip pretraining step {step + 1}/{cfg.steps} loss {loss.item():.3f} "
                 f"({time.perf_counter() - t0:.0f} s)")
     model.eval()
     model.save_pretrained(out_dir)
@@ -152,28 +208,75 @@ def demo_clip_dir(cfg: DemoClipConfig) -> Path:
     return cache_dir() / "demo-clip" / cfg.key()
 
 
-def ensure_demo_clip(cfg: DemoClipConfig, log=print) -> Path:
+def is_cached(cfg: DemoClipConfig) -> bool:
+    return (demo_clip_dir(cfg) / "demo_clip.json").is_file()
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An inter-process lock (POSIX flock), so that concurrent runs pretrain a config once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def ensure_demo_clip(cfg: DemoClipConfig, log=print, force: bool = False, threads: int | None = None) -> Path:
     """The cached checkpoint directory, pretraining it first when absent (atomic: temp dir + rename)."""
     target = demo_clip_dir(cfg)
-    if (target / "demo_clip.json").is_file():
+    if is_cached(cfg) and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    log(f"pretraining demo-clip (config {cfg.key()}) into {target}; this happens once")
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
-        pretrain(cfg, tmp, log)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with _exclusive(target.parent / f".{cfg.key()}.lock"):
+        if is_cached(cfg) and not force:  # another process finished it while we waited
+            return target
+        log(f"pretraining demo-clip (config {cfg.key()}) into {target}; this happens once")
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        try:
+            with _torch_threads(threads):
+                pretrain(cfg, tmp, log)
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 def parse_demo_spec(arg: str) -> DemoClipConfig:
-    defaults = {k: v for k, v in asdict(DemoClipConfig()).items() if isinstance(v, int)}
-    values = parse_kv(arg, defaults, {}, f"demo-clip:{arg}")
+    """`k=v,...` over DemoClipConfig's fields (integers and floats)."""
+    defaults = asdict(DemoClipConfig())
+    values: dict[str, Any] = {}
+    for item in filter(None, arg.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise BackboneError(f"bad option '{item}' in backbone spec 'demo-clip:{arg}'; write key=value")
+        if key not in defaults:
+            raise BackboneError(f"unknown option '{key}' in 'demo-clip:{arg}'; known: {', '.join(sorted(defaults))}")
+        kind = type(defaults[key])
+        try:
+            values[key] = kind(value)
+        except ValueError:
+            raise BackboneError(f"option '{key}' in 'demo-clip:{arg}' must be {kind.__name__}, got '{value}'") from None
     return DemoClipConfig(**values)
 
 
