@@ -63,10 +63,13 @@ def wide_table(long: pd.DataFrame, status: list[dict[str, Any]], reported: pd.Da
         std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
         cells[(method, col)] = _fmt(float(vals.mean()), std, len(vals), rest[-1])
         means[(method, col)] = float(vals.mean())
-    for st in status:  # n/a and missing cells, one per primary-metric column
-        col = st["column"]
-        if (st["method"], col) not in cells:
-            cells[(st["method"], col)] = st["text"]
+    notes: dict[tuple[str, str], list[str]] = {}
+    for st in status:  # n/a, failed and missing cells, in the primary-metric column of their setting
+        notes.setdefault((st["method"], st["column"]), [])
+        if st["text"] not in notes[(st["method"], st["column"])]:
+            notes[(st["method"], st["column"])].append(st["text"])
+    for key, texts in notes.items():  # beside the seeds that did finish, if any
+        cells[key] = "; ".join([cells[key], *texts] if key in cells else texts)
     if reported is not None and len(reported):
         for _, r in reported.iterrows():
             matches = [c for (m, c) in means if m == r["method"] and _reported_matches(c, r)]

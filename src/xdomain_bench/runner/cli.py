@@ -84,13 +84,22 @@ def suite_command(args: argparse.Namespace) -> int:
     from .suite_run import run_suite
 
     suite = load_suite(args.suite)
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    seeds = _parse_seeds(args.seeds)
     cells = expand_suite(suite, backbone=args.backbone, seeds=seeds, max_steps=args.max_steps,
                          only=parse_only(args.only))
     if not cells:
         raise ConfigError(f"suite {args.suite} expands to no cells (check --only)")
     summary = run_suite(cells, args.data_root, args.out, **_run_kwargs(args))
     return 0 if summary["failed"] == 0 else 1
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"bad --seeds '{text}'; write comma-separated integers, e.g. 0,1,2") from None
 
 
 def cell_command(args: argparse.Namespace) -> int:

@@ -89,8 +89,23 @@ def expand_suite(suite: dict[str, Any], *, backbone: str | None = None, seeds: l
                                 if cell is not None:
                                     cells.append(cell)
     if only:
-        cells = [c for c in cells if all(str(getattr(c, k, c.data_options.get(k))) in v for k, v in only.items())]
+        _check_only(only, cells)
+        cells = [c for c in cells if all(_field(c, k) in v for k, v in only.items())]
     return cells
+
+
+def _field(cell: Cell, key: str) -> str:
+    return str(getattr(cell, key, cell.data_options.get(key)))
+
+
+def _check_only(only: dict[str, list[str]], cells: list[Cell]) -> None:
+    """Every `--only` value must name something the suite has (a typo would silently select nothing)."""
+    for key, values in only.items():
+        have = sorted({_field(c, key) for c in cells})
+        for value in values:
+            if value not in have:
+                raise ConfigError(f"--only {key}={value} matches no cell of this suite; its {key} values: "
+                                  f"{', '.join(have)}")
 
 
 def _make_cell(suite, method, dataset, protocol, variant, holdout, gallery, seed, backbone, max_steps, data):

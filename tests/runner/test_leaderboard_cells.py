@@ -1,0 +1,132 @@
+"""Leaderboard from a real 2-seed suite run: mean ± std (n) against numpy, reported numbers and delta beside
+ours, and failed / missing / n/a cells shown with their reason, never silently absent."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xdomain_bench.cli import main
+from xdomain_bench.paths import project_root
+
+COLUMN = "sketchy/uccdr_eccv21/clean/sketch/extended_photo/mAP@200"
+SUITE = """
+name: leaderboard-cells
+seeds: [0, 1]
+max_steps: 2
+methods: [zero_shot, pros, linear_probe, needs_captions]
+datasets:
+  sketchy:
+    protocols:
+      uccdr_eccv21: {}
+overrides:
+  - where: {method: pros}
+    method: {batch_size: 8, phases: {stage1: {batch_size: 8}, stage2: {batch_size: 8}}}
+  - where: {method: linear_probe}
+    method: {batch_size: 8}
+  - where: {method: linear_probe, seed: 1}
+    method: {no_such_option: 1}  # forced failure of one seed
+"""
+
+
+@pytest.fixture(scope="module")
+def needs_captions(tmp_path_factory):
+    """A test-local method that declares it cannot run protocols without captions (n/a)."""
+    from xdomain_bench.methods.base import METHODS, get_method_class, register_method
+
+    class NeedsCaptions(get_method_class("zero_shot")):
+        @classmethod
+        def unsupported_reason(cls, info):
+            return None if info.has_captions else f"needs captions; {info.dataset}/{info.protocol} has none"
+
+    register_method("needs_captions")(NeedsCaptions)
+    cards = tmp_path_factory.mktemp("cards")
+    for card in (project_root() / "methods").glob("*.yaml"):
+        shutil.copy(card, cards)
+    shutil.copy(cards / "zero_shot.yaml", cards / "needs_captions.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("xdomain_bench.methods.config.method_cards_dir", lambda: cards)
+        yield "needs_captions"
+    METHODS._items.pop("needs_captions")
+
+
+@pytest.fixture(scope="module")
+def run(synth_all, tmp_path_factory, needs_captions):
+    out = tmp_path_factory.mktemp("lb_run")
+    suite = out / "suite.yaml"
+    suite.write_text(textwrap.dedent(SUITE))
+    rc = main(["run", "--suite", str(suite), "--data-root", str(synth_all), "--out", str(out), "--no-progress"])
+    assert rc == 1  # one cell failed: the suite says so, but it went on
+    recs = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+    for rec in recs:
+        if rec["method"] == "zero_shot":  # cells the suite asked for that never wrote a record
+            (out / "records" / f"{_slug(rec)}.json").unlink()
+    assert main(["leaderboard", str(out), "--quiet"]) == 0
+    wide = pd.read_csv(out / "leaderboard_wide.csv", keep_default_na=False).set_index("method")
+    return out, recs, wide
+
+
+def _slug(rec: dict) -> str:
+    from xdomain_bench.runner.records import Cell
+
+    return Cell(**rec["cell"]).slug()
+
+
+def _by(recs, method: str) -> list[dict]:
+    return sorted((r for r in recs if r["method"] == method), key=lambda r: r["seed"])
+
+
+def test_mean_std_over_two_seeds_matches_numpy(run):
+    _, recs, wide = run
+    pros = _by(recs, "pros")
+    assert [r["status"] for r in pros] == ["ok", "ok"]
+    assert pros[0]["metrics"]["mAP@200"] != pros[1]["metrics"]["mAP@200"]  # so the std is a real check
+    for metric in ("mAP@200", "Prec@200", "mAP@all", "Prec@100"):
+        vals = np.array([r["metrics"][metric] for r in pros])
+        col = COLUMN.replace("mAP@200", metric)
+        assert wide.loc["pros", col] == f"{vals.mean():.4f} ± {np.std(vals, ddof=1):.4f} (2)"
+
+
+def test_reported_number_and_delta_beside_ours(run):
+    _, recs, wide = run
+    with open(project_root() / "benchmarks" / "reported.csv", newline="") as f:
+        reported = next(float(r["value"]) for r in csv.DictReader(f) if (r["method"], r["dataset"], r["metric"])
+                        == ("pros", "sketchy", "mAP@200"))
+    mean = np.mean([r["metrics"]["mAP@200"] for r in _by(recs, "pros")])
+    assert wide.loc["pros", f"{COLUMN} [reported]"] == f"{reported:.4f}"
+    assert wide.loc["pros", f"{COLUMN} [delta]"] == f"{mean - reported:+.4f}"
+
+
+def test_failed_seed_is_shown_beside_the_finished_one(run):
+    _, recs, wide = run
+    ok, failed = _by(recs, "linear_probe")
+    assert ok["status"] == "ok" and failed["status"] == "failed"
+    assert failed["error"].startswith("unknown option 'no_such_option' in overrides for method 'linear_probe'")
+    v = ok["metrics"]["mAP@200"]
+    text = wide.loc["linear_probe", COLUMN]
+    assert text.startswith(f"{v:.4f} ± 0.0000 (1); failed (unknown option 'no_such_option'")
+
+
+def test_na_cell_shows_its_reason(run):
+    out, recs, wide = run
+    na = _by(recs, "needs_captions")
+    assert [r["status"] for r in na] == ["n/a", "n/a"]
+    assert all("metrics" not in r and r["reason"] == "needs captions; sketchy/uccdr_eccv21 has none" for r in na)
+    assert not list((out / "checkpoints").glob("needs_captions*"))
+    assert wide.loc["needs_captions", COLUMN] == "n/a (needs captions; sketchy/uccdr_eccv21 has none)"
+
+
+def test_missing_cell_is_listed(run):
+    out, recs, wide = run
+    expected = json.loads((out / "expected_cells.json").read_text())
+    assert len(expected) == 8 and len(list((out / "records").glob("*.json"))) == 6
+    assert wide.loc["zero_shot", COLUMN] == "missing"
+    md = (out / "leaderboard.md").read_text()
+    for needle in ("missing", "n/a (needs captions", "failed (unknown option"):
+        assert needle in md
