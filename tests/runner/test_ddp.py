@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from xdomain_bench.cli import main
 from xdomain_bench.runner.records import Cell
 
 pytestmark = pytest.mark.slow  # fresh interpreters, one of them launching a second rank
@@ -52,7 +53,11 @@ def test_linear_probe_two_processes_match_one(synth_all, tmp_path, xbench_subpro
 
 
 def test_zero_shot_under_ddp_matches_exactly(synth_all, tmp_path, xbench_subprocess):
-    one = _run(xbench_subprocess, synth_all, tmp_path / "one", "--method", "zero_shot")
+    """Nothing to fit, so no rank is launched: `--devices 2` must not change a thing."""
+    assert main(["run", "--dataset", "sketchy", "--method", "zero_shot", "--data-root", str(synth_all),
+                 "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    (path,) = (tmp_path / "one" / "records").glob("*.json")
+    one = json.loads(path.read_text())
     two = _run(xbench_subprocess, synth_all, tmp_path / "two", "--method", "zero_shot", "--devices", "2")
     assert two["metrics"] == one["metrics"]
     _counts_match_manifest(two)

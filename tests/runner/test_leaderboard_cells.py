@@ -130,3 +130,12 @@ def test_missing_cell_is_listed(run):
     md = (out / "leaderboard.md").read_text()
     for needle in ("missing", "n/a (needs captions", "failed (unknown option"):
         assert needle in md
+
+
+def test_single_cell_n_a_says_why(needs_captions, synth_all, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one unwrapped line
+    rc = main(["run", "--method", needs_captions, "--dataset", "cub", "--data-root", str(synth_all),
+               "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0 and "n/a needs captions; cub/fgir_open has none" in capsys.readouterr().out
+    (path,) = (tmp_path / "records").glob("*.json")
+    assert json.loads(path.read_text())["status"] == "n/a"

@@ -11,7 +11,15 @@ from xdomain_bench.cli import main
 from xdomain_bench.errors import ConfigError
 from xdomain_bench.methods.base import method_names
 from xdomain_bench.paths import project_root
-from xdomain_bench.runner.suite import OVERRIDE_KEYS, PROTOCOL_KEYS, SUITE_KEYS, WHERE_KEYS, expand_suite, load_suite, parse_only
+from xdomain_bench.runner.suite import (
+    OVERRIDE_KEYS,
+    PROTOCOL_KEYS,
+    SUITE_KEYS,
+    WHERE_KEYS,
+    expand_suite,
+    load_suite,
+    parse_only,
+)
 
 SUITE = """
 name: t

@@ -125,10 +125,10 @@ def cell_command(args: argparse.Namespace) -> int:
     if record["status"] == "worker":  # a DDP rank > 0: rank 0 reports
         return 0
     console = Console()
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in record.get("metrics", {}).items())
+    detail = record.get("reason") or ", ".join(f"{k}={v:.4f}" for k, v in record.get("metrics", {}).items())
     console.print(f"[bold]{cell.method}[/] on {cell.dataset}/{cell.protocol}/{cell.variant}: "
-                  f"{record['status']} {metrics}")
-    return 0 if record["status"] == "ok" else 1
+                  f"{record['status']} {detail}")
+    return 0 if record["status"] in ("ok", "n/a") else 1  # n/a: the method says why it cannot run here
 
 
 def _check_names(method: str, dataset: str) -> None:

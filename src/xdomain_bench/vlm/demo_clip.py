@@ -54,8 +54,8 @@ class DemoClipConfig:
     lr: float = 2e-3
     warmup: int = 40
     weight_decay: float = 0.05
-    image_loss: float = 0.0  # weight of the image-image class-contrastive term (0: image-text only)
-    paired: int = 0  # 1: class-paired batches (see batch_size); 0: uniform over the pool
+    image_loss: float = 0.5  # weight of the image-image class-contrastive term (0: image-text only)
+    paired: int = 1  # 1: class-paired batches (see batch_size); 0: uniform over the pool
 
     def key(self) -> str:
         blob = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
