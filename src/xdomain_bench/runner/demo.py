@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default="data_synth/demo", help="where the synthetic trees live (default: %(default)s)")
     p.add_argument("--out", default="runs/demo", help="run folder for records and leaderboards (default: %(default)s)")
     p.add_argument("--suite", help="suite YAML (default: benchmarks/suites/demo.yaml)")
+    p.add_argument("--scale", choices=("tiny", "small"), help="synthetic scale of every tree (default: the demo's, "
+                                                                "small; tiny is for quick checks)")
     p.add_argument("--backbone", help="backbone spec (default: the suite's, demo-clip)")
     p.add_argument("--seeds", help="comma-separated seeds overriding the suite's")
     p.add_argument("--only", help="restrict the suite, e.g. method=zero_shot+coop,dataset=domainnet")
@@ -45,27 +47,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # --- data ----------------------------------------------------------------------------------------------
-def ensure_trees(root: Path, datasets: list[str], log, seed: int = 0) -> list[str]:
+def ensure_trees(root: Path, datasets: list[str], log, scale: str | None = None, seed: int = 0) -> list[str]:
     """Synthesise each dataset's tree under `root` unless it is there already; returns one line per tree."""
     from ..data.base import get_dataset
 
     lines = []
     for name in datasets:
         adapter = get_dataset(name)
-        scale = DEMO_SCALES.get(name, "small")
+        want = scale or DEMO_SCALES.get(name, "small")
         folder = root / adapter.folder
         marker = folder / SYNTH_MARKER
         if folder.exists():
             info = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-            if (info.get("scale"), info.get("seed")) != (scale, seed):
-                raise DataError(f"{folder} exists but is not the demo's synthetic tree ({scale} scale, seed {seed}); "
+            if (info.get("scale"), info.get("seed")) != (want, seed):
+                raise DataError(f"{folder} exists but is not the demo's synthetic tree ({want} scale, seed {seed}); "
                                 f"remove it or pass another --data-root")
-            lines.append(f"{name}: {folder} (synthetic, {scale}, kept)")
+            lines.append(f"{name}: {folder} (synthetic, {want}, kept)")
             continue
         t0 = time.perf_counter()
-        log(f"synthesising {name} ({scale}) under {root} ...")
-        path = adapter.synth(root, scale=scale, seed=seed)
-        lines.append(f"{name}: {path} (synthetic, {scale}, written in {time.perf_counter() - t0:.0f} s)")
+        log(f"synthesising {name} ({want}) under {root} ...")
+        path = adapter.synth(root, scale=want, seed=seed)
+        lines.append(f"{name}: {path} (synthetic, {want}, written in {time.perf_counter() - t0:.0f} s)")
     return lines
 
 
@@ -188,7 +190,7 @@ def demo_command(args: argparse.Namespace) -> int:
     times: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    data_lines = ensure_trees(root, sorted({c.dataset for c in cells}), console.print)
+    data_lines = ensure_trees(root, sorted({c.dataset for c in cells}), console.print, scale=args.scale)
     times["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -56,6 +56,8 @@ class DemoClipConfig:
     weight_decay: float = 0.05
     image_loss: float = 0.5  # weight of the image-image class-contrastive term (0: image-text only)
     paired: int = 1  # 1: class-paired batches (see batch_size); 0: uniform over the pool
+    grayscale: float = 0.0  # probability of a grayscale view (photometric augmentation)
+    invert: float = 0.0  # probability of a colour-inverted view (photometric augmentation)
 
     def key(self) -> str:
         blob = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
@@ -118,6 +120,17 @@ class BatchSampler:
         return torch.tensor(out)
 
 
+def photometric(x: torch.Tensor, cfg: DemoClipConfig, gen: torch.Generator) -> torch.Tensor:
+    """Seeded grayscale and colour inversion of some images of a batch (values in [0, 1])."""
+    gray = torch.rand(len(x), generator=gen) < cfg.grayscale
+    inv = torch.rand(len(x), generator=gen) < cfg.invert
+    if gray.any():
+        x[gray] = x[gray].mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+    if inv.any():
+        x[inv] = 1.0 - x[inv]
+    return x
+
+
 def soft_targets(y: torch.Tensor) -> torch.Tensor:
     target = (y[:, None] == y[None, :]).float()
     return target / target.sum(1, keepdim=True)
@@ -173,6 +186,7 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
         x = pool[idx].float() / 255.0
         flip = torch.rand(len(idx), generator=gen) < 0.5
         x[flip] = x[flip].flip(-1)
+        x = photometric(x, cfg, gen)
         x = (x - mean) / std
         choice = torch.randint(1 << 20, (len(idx),), generator=gen)
         texts = [captions[i][c % len(captions[i])] for i, c in zip(idx.tolist(), choice.tolist())]

@@ -7,11 +7,11 @@ word list as one token, and load it with transformers' own `CLIPTokenizer`.
 
 from __future__ import annotations
 
-import json
+import heapq
 import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPTokenizer
 
 BASE_WORDS = (
@@ -42,19 +42,58 @@ def _words(texts: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
+def train_merges(words: Iterable[str]) -> list[tuple[str, str]]:
+    """Deterministic BPE training: repeatedly merge the most frequent adjacent symbol pair (ties: the
+    lexicographically smallest pair) until every word is a single symbol. Words are lower-case ASCII."""
+    seqs = [[*w[:-1], w[-1] + "</w>"] for w in sorted(set(words)) if w]
+    counts: Counter[tuple[str, str]] = Counter()
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, seq in enumerate(seqs):
+        for pair in zip(seq, seq[1:]):
+            counts[pair] += 1
+            where[pair].add(i)
+    heap = [(-n, pair) for pair, n in counts.items()]
+    heapq.heapify(heap)
+    merges: list[tuple[str, str]] = []
+    while heap:
+        neg, pair = heapq.heappop(heap)
+        if counts.get(pair, 0) != -neg or neg == 0:
+            continue  # a stale heap entry
+        merges.append(pair)
+        touched: set[tuple[str, str]] = set()
+        for i in sorted(where.pop(pair, ())):
+            seq = seqs[i]
+            for old in zip(seq, seq[1:]):
+                counts[old] -= 1
+                touched.add(old)
+            out, j = [], 0
+            while j < len(seq):
+                if j + 1 < len(seq) and (seq[j], seq[j + 1]) == pair:
+                    out.append(seq[j] + seq[j + 1])
+                    j += 2
+                else:
+                    out.append(seq[j])
+                    j += 1
+            seqs[i] = out
+            for new in zip(out, out[1:]):
+                counts[new] += 1
+                where[new].add(i)
+                touched.add(new)
+        counts.pop(pair, None)
+        for other in sorted(touched):
+            if counts.get(other, 0) > 0:
+                heapq.heappush(heap, (-counts[other], other))
+    return merges
+
+
 def build_clip_tokenizer(extra_texts: Iterable[str] = (), model_max_length: int = 77) -> CLIPTokenizer:
-    """A CLIPTokenizer whose BPE merges (trained on BASE_WORDS + extra_texts) spell each listed word as one token."""
+    """A CLIPTokenizer whose BPE merges (trained on BASE_WORDS + extra_texts) spell each listed word as one token.
+
+    The vocabulary is a pure function of the word list (same ids on every run and machine)."""
     byte_chars = list(_bytes_to_unicode().values())
-    words = _words(list(BASE_WORDS) + list(extra_texts))
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.BpeTrainer(vocab_size=1_000_000, min_frequency=1, initial_alphabet=byte_chars,
-                                  end_of_word_suffix="</w>", show_progress=False)
-    bpe.train_from_iterator(words, trainer)
-    state = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    merges = train_merges(_words(list(BASE_WORDS) + list(extra_texts)))
     vocab: dict[str, int] = {}
-    for token in [*byte_chars, *(c + "</w>" for c in byte_chars), *sorted(state["vocab"], key=state["vocab"].get)]:
+    for token in [*byte_chars, *(c + "</w>" for c in byte_chars), *(a + b for a, b in merges)]:
         vocab.setdefault(token, len(vocab))
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
