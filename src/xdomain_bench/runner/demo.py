@@ -115,54 +115,101 @@ def set_aside_stale(out: Path, config_key: str | None, log) -> int:
 
 
 # --- cells -----------------------------------------------------------------------------------------------
+def training_identity(cell) -> str:
+    """Cells that differ only in their test gallery train identically (same train and val rows, config, seed)."""
+    from .records import Cell
+
+    options = {k: v for k, v in cell.data_options.items() if k != "gallery"}
+    return Cell(**{**cell.to_dict(), "data_options": options}).key()
+
+
+def share_training(out: Path, done_cell, cell) -> int:
+    """Give `cell` the finished phases of `done_cell` (same training identity); the runner then reuses them."""
+    from .records import Cell
+
+    src_root, dst_root = out / "checkpoints" / Cell(**done_cell).slug(), out / "checkpoints" / cell.slug()
+    copied = 0
+    for done in sorted(src_root.glob("*/done.json")):
+        dst = dst_root / done.parent.name
+        if (dst / "done.json").is_file() or not (done.parent / "selected.pt").is_file():
+            continue
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(done.parent / "selected.pt", dst / "selected.pt")
+        shutil.copy2(done, dst / "done.json")  # last: marks the phase finished
+        copied += 1
+    return copied
+
+
 def _worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)
 
 
-def _run_one(cell_dict: dict[str, Any], root: str, out: str) -> dict[str, Any]:
+def run_group(cell_dicts: list[dict[str, Any]], root: str, out: str, progress: bool = False) -> list[dict[str, Any]]:
+    """Run cells that share a training identity one after the other; the first one trains, the rest reuse it."""
     from .execute import run_cell
     from .records import Cell
 
-    rec = run_cell(Cell(**cell_dict), root, out, progress=False)
-    return {"status": rec["status"], "error": rec.get("error"),
-            "seconds": (rec.get("timings") or {}).get("total_s", 0.0)}
+    results, trained = [], None
+    for d in cell_dicts:
+        cell = Cell(**d)
+        if trained is not None:
+            share_training(Path(out), trained, cell)
+        rec = run_cell(cell, root, out, progress=progress)
+        if rec["status"] == "ok":
+            trained = d
+        results.append({"cell": d, "status": rec["status"], "error": rec.get("error"),
+                        "seconds": (rec.get("timings") or {}).get("total_s", 0.0)})
+    return results
 
 
-def run_cells_parallel(cells: list, root: Path, out: Path, jobs: int, console) -> dict[str, int]:
-    """Run the cells without an ok record in `jobs` worker processes; the longest-budget cells go first."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: bool = False) -> dict[str, int]:
+    """Run the cells without an ok record, in `jobs` single-threaded worker processes (1: in this process).
 
-    from .records import existing_ok_record
+    Cells that differ only in their gallery form one task, so they train once; the longest budgets go first."""
+    from .records import Cell, existing_ok_record
     from .suite_run import register_expected
 
     register_expected(out, cells)
     summary = {"ok": 0, "skipped": 0, "failed": 0, "n/a": 0}
-    todo = []
+    groups: dict[str, list] = {}
     for cell in cells:
         if existing_ok_record(out, cell):
             summary["skipped"] += 1
         else:
-            todo.append(cell)
+            groups.setdefault(training_identity(cell), []).append(cell)
     if summary["skipped"]:
         console.print(f"[dim]{summary['skipped']} of {len(cells)} cells are done already[/]")
-    todo.sort(key=lambda c: -(c.max_steps or 0))
-    t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-        futures = {pool.submit(_run_one, c.to_dict(), str(root), str(out)): c for c in todo}
-        for i, fut in enumerate(as_completed(futures), 1):
-            cell = futures[fut]
-            res = fut.result()
-            status = res["status"]
+    tasks = sorted(groups.values(), key=lambda g: -(g[0].max_steps or 0))
+    todo, t0, done = sum(len(g) for g in tasks), time.perf_counter(), 0
+
+    def report(results: list[dict[str, Any]]) -> None:
+        nonlocal done
+        for res in results:
+            done += 1
+            cell, status = Cell(**res["cell"]), res["status"]
             summary[status if status in summary else "failed"] += 1
-            head = (f"[{i}/{len(todo)}] {cell.method} · {cell.dataset}/{cell.protocol} · {cell.holdout or '-'} · "
+            head = (f"[{done}/{todo}] {cell.method} · {cell.dataset}/{cell.protocol} · {cell.holdout or '-'} · "
                     f"{cell.data_options.get('gallery', '-')} · seed {cell.seed}")
             if status == "ok":
                 console.print(f"{head}: ok in {res['seconds']:.0f} s  ({time.perf_counter() - t0:.0f} s elapsed)")
             else:
                 console.print(f"{head}: [red]{status}[/] {res['error']}")
+
+    if not tasks:
+        return summary
+    if jobs == 1:
+        for group in tasks:
+            report(run_group([c.to_dict() for c in group], str(root), str(out), progress))
+        return summary
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        futures = [pool.submit(run_group, [c.to_dict() for c in g], str(root), str(out)) for g in tasks]
+        for fut in as_completed(futures):
+            report(fut.result())
     return summary
 
 
@@ -173,7 +220,6 @@ def demo_command(args: argparse.Namespace) -> int:
     from ..leaderboard.cli import leaderboard_command
     from ..paths import project_root
     from .suite import expand_suite, load_suite, parse_only
-    from .suite_run import run_suite
 
     console = Console()
     t_start = time.perf_counter()
@@ -201,10 +247,7 @@ def demo_command(args: argparse.Namespace) -> int:
     set_aside_stale(out, bb.get("config_key"), console.print)
     console.print(f"running {len(cells)} cells of suite '{suite.get('name', 'demo')}' into {out} "
                   f"({args.jobs} worker{'s' if args.jobs > 1 else ''})")
-    if args.jobs == 1:
-        summary = run_suite(cells, root, out, progress=not args.no_progress)
-    else:
-        summary = run_cells_parallel(cells, root, out, args.jobs, console)
+    summary = run_cells(cells, root, out, args.jobs, console, progress=not args.no_progress)
     times["cells"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -58,6 +58,7 @@ class DemoClipConfig:
     paired: int = 1  # 1: class-paired batches (see batch_size); 0: uniform over the pool
     grayscale: float = 0.0  # probability of a grayscale view (photometric augmentation)
     invert: float = 0.0  # probability of a colour-inverted view (photometric augmentation)
+    edges: float = 0.0  # probability of an edge-magnitude view (Sobel on grey: bright edges on black)
 
     def key(self) -> str:
         blob = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
@@ -121,14 +122,26 @@ class BatchSampler:
 
 
 def photometric(x: torch.Tensor, cfg: DemoClipConfig, gen: torch.Generator) -> torch.Tensor:
-    """Seeded grayscale and colour inversion of some images of a batch (values in [0, 1])."""
+    """Seeded grayscale, colour inversion and edge maps of some images of a batch (values in [0, 1])."""
     gray = torch.rand(len(x), generator=gen) < cfg.grayscale
     inv = torch.rand(len(x), generator=gen) < cfg.invert
+    edge = torch.rand(len(x), generator=gen) < cfg.edges
+    if edge.any():
+        x[edge] = edge_map(x[edge])
     if gray.any():
         x[gray] = x[gray].mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
     if inv.any():
         x[inv] = 1.0 - x[inv]
     return x
+
+
+def edge_map(x: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude of the grey image, scaled to a maximum of 1, on three channels."""
+    grey = x.mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3)
+    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    mag = (F.conv2d(padded, kx).pow(2) + F.conv2d(padded, kx.transpose(2, 3)).pow(2)).sqrt()
+    return (mag / mag.amax((2, 3), keepdim=True).clamp(min=1e-6)).expand(-1, 3, -1, -1).contiguous()
 
 
 def soft_targets(y: torch.Tensor) -> torch.Tensor:
