@@ -29,7 +29,7 @@ from ..paths import cache_dir
 from .backends import BACKENDS, tiny_clip_config
 from .preprocess import CLIP_MEAN, CLIP_STD
 
-VERSION = 1
+VERSION = 2  # bump when pretraining changes in a way the config does not show
 DOMAIN_WORDS = {"real": "photo", "photo": "photo", "clipart": "clipart", "painting": "painting"}
 
 
@@ -56,9 +56,6 @@ class DemoClipConfig:
     weight_decay: float = 0.05
     image_loss: float = 0.5  # weight of the image-image class-contrastive term (0: image-text only)
     paired: int = 1  # 1: class-paired batches (see batch_size); 0: uniform over the pool
-    grayscale: float = 0.0  # probability of a grayscale view (photometric augmentation)
-    invert: float = 0.0  # probability of a colour-inverted view (photometric augmentation)
-    edges: float = 0.0  # probability of an edge-magnitude view (Sobel on grey: bright edges on black)
 
     def key(self) -> str:
         blob = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
@@ -121,29 +118,6 @@ class BatchSampler:
         return torch.tensor(out)
 
 
-def photometric(x: torch.Tensor, cfg: DemoClipConfig, gen: torch.Generator) -> torch.Tensor:
-    """Seeded grayscale, colour inversion and edge maps of some images of a batch (values in [0, 1])."""
-    gray = torch.rand(len(x), generator=gen) < cfg.grayscale
-    inv = torch.rand(len(x), generator=gen) < cfg.invert
-    edge = torch.rand(len(x), generator=gen) < cfg.edges
-    if edge.any():
-        x[edge] = edge_map(x[edge])
-    if gray.any():
-        x[gray] = x[gray].mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
-    if inv.any():
-        x[inv] = 1.0 - x[inv]
-    return x
-
-
-def edge_map(x: torch.Tensor) -> torch.Tensor:
-    """Sobel gradient magnitude of the grey image, scaled to a maximum of 1, on three channels."""
-    grey = x.mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3)
-    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
-    mag = (F.conv2d(padded, kx).pow(2) + F.conv2d(padded, kx.transpose(2, 3)).pow(2)).sqrt()
-    return (mag / mag.amax((2, 3), keepdim=True).clamp(min=1e-6)).expand(-1, 3, -1, -1).contiguous()
-
-
 def soft_targets(y: torch.Tensor) -> torch.Tensor:
     target = (y[:, None] == y[None, :]).float()
     return target / target.sum(1, keepdim=True)
@@ -199,7 +173,6 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
         x = pool[idx].float() / 255.0
         flip = torch.rand(len(idx), generator=gen) < 0.5
         x[flip] = x[flip].flip(-1)
-        x = photometric(x, cfg, gen)
         x = (x - mean) / std
         choice = torch.randint(1 << 20, (len(idx),), generator=gen)
         texts = [captions[i][c % len(captions[i])] for i, c in zip(idx.tolist(), choice.tolist())]
