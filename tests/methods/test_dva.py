@@ -128,7 +128,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_vlm):
     opt = build_optimizer(m.optimizer_param_groups(cfg["optimizer"]), cfg["optimizer"])
     batch = make_batch(tiny_vlm, b=8)
     losses = []
-    for _ in range(12):
+    for _ in range(30):
         loss, logs = m.training_loss(batch)
         assert set(logs) == {"proxy_x", "proxy_obj", "proxy_bg", "kd"}
         opt.zero_grad()
@@ -136,7 +136,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_vlm):
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0], losses
-    assert m.notes["boxes_annotation"] == 12 * 4 and m.notes["boxes_attention"] == 12 * 4
+    assert m.notes["boxes_annotation"] == 30 * 4 and m.notes["boxes_attention"] == 30 * 4
 
 
 def test_total_loss_is_the_weighted_sum_of_hand_computed_terms(tiny_vlm):
