@@ -104,6 +104,21 @@ def test_eval_features_are_exact_and_reused(tmp_path, tiny_vlm):
     torch.testing.assert_close(pre_feats, tiny_vlm.frozen_image_features(pixels, pre_proj=True), rtol=0, atol=1e-5)
 
 
+def test_selected_rows_only(tmp_path, tiny_vlm):
+    """A capped run reads a few rows: only those are computed; the rest are NaN, never silently zero."""
+    dm = make_dm(tmp_path / "data", tiny_vlm)
+    full, _ = FeatureCache(tiny_vlm, tmp_path / "ref").role_features(dm, "train")
+    cache = FeatureCache(tiny_vlm, tmp_path / "cache")
+    part, boxes = cache.role_features(dm, "train", rows=[4, 1, 4])
+    assert cache.stats == {"computed": 2, "reused": 0}
+    torch.testing.assert_close(part[[1, 4]], full[[1, 4]], rtol=0, atol=1e-5)
+    others = [i for i in range(len(full)) if i not in (1, 4)]
+    assert torch.isnan(part[others]).all() and torch.isnan(boxes).all()
+    again = FeatureCache(tiny_vlm, tmp_path / "cache")
+    again.role_features(dm, "train")  # the full role later adds only the missing rows
+    assert again.stats == {"computed": len(full) - 2, "reused": 2}
+
+
 def test_rewritten_image_and_other_backbone_invalidate(tmp_path, tiny_vlm):
     from xdomain_bench.vlm import load_backbone
 

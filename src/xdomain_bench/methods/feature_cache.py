@@ -5,10 +5,15 @@ each file's size and mtime, so every role, protocol, hold-out and seed of one tr
 re-written tree is never served stale features. Store identity = (dataset, listing sha256, image root,
 backbone weights sha256, transform description, view index, feature kind, precision).
 
-Runner hook (a cacheable method opts in with two lines):
+Runner hook: the runner wraps the cell's DataModule in `CachedFeatureData` (a LightningDataModule) for every
+method with `cacheable = True`, so Lightning builds the train loader when it would build the DataModule's (after
+DDP has started, so the batch sampler knows its rank) and validation and test read cached features too:
 
-    train_loader, eval_loader = build_cached_loaders(method, datamodule, cache_dir)
-    trainer.fit(method, train_dataloaders=train_loader, val_dataloaders=[eval_loader("val_query"), ...])
+    data = CachedFeatureData(method, datamodule)   # features computed or read back once, here
+    trainer.fit(method, datamodule=data)
+    loaders = data.eval_dataloader("query")
+
+`build_cached_loaders(method, datamodule, cache_dir)` gives the same loaders without Lightning.
 
 Batches from these loaders carry `features` (frozen image features) instead of `pixels`; every other key
 (`class_id`, `label`, `domain_id`, `index`, `box`, `caption`, `negatives`) is as from the DataModule, and
@@ -25,16 +30,18 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data.datamodule import ManifestDataset, collate
+from ..data.datamodule import EVAL_ROLES, ManifestDataset, collate
 from ..errors import ConfigError
 from ..io_utils import atomic_write
 from ..paths import cache_dir as default_cache_dir
@@ -126,6 +133,9 @@ class FeatureCache:
         self.precision = str(precision or "32-true")
         self.batch_size, self.num_workers = batch_size, num_workers
         self.stats = {"computed": 0, "reused": 0}
+        self.compute_s = 0.0  # seconds spent running the encoder
+        self.stores: dict[str, str] = {}  # store file per transform tag ("eval", "view0", ...)
+        self._loaded: dict[Path, dict[str, Any]] = {}  # stores read by this instance: each file read once
 
     def _autocast(self):
         if self.precision.startswith("bf16") and self.device.type == "cuda":
@@ -142,11 +152,13 @@ class FeatureCache:
         return StoreSpec(info.dataset, str(listing), str(Path(datamodule.image_root).resolve()), str(backbone),
                          transform, view, self.kind, self.precision)
 
-    def role_features(self, datamodule: Any, role: str, view: int = -1) -> tuple[Tensor, Tensor]:
+    def role_features(self, datamodule: Any, role: str, view: int = -1, rows: Sequence[int] | None = None
+                      ) -> tuple[Tensor, Tensor]:
         """(features (N, D) float32, boxes (N, 4)) for every row of `role`, in manifest order.
 
         `view = -1` uses the DataModule's deterministic eval transform (exact); `view >= 0` the train
-        transform with a generator seeded by (image, view)."""
+        transform with a generator seeded by (image, view). `rows` limits the work to those row positions
+        (e.g. the batches of a capped run); the other rows come back as NaN, so reading one cannot go unseen."""
         base = datamodule.dataset_for(role)
         crop = f"crop_to_box={bool(getattr(base, 'crop_to_box', False))}"
         if view < 0:
@@ -162,23 +174,35 @@ class FeatureCache:
         path = spec.path(self.cache_dir)
         keys = [image_key(r, inv, b) for r, inv, b in zip(base.relpaths, base.invert, base.boxes)]
         sigs = [file_signature(base.image_root / r) for r in base.relpaths]
-        store = load_store(path, spec)
+        self.stores["eval" if view < 0 else f"view{view}"] = str(path)
+        if path not in self._loaded:
+            self._loaded[path] = load_store(path, spec)
+        store = self._loaded[path]
+        wanted = range(len(keys)) if rows is None else sorted({int(i) for i in rows})
         first: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            first.setdefault(k, i)
+        for i in wanted:
+            first.setdefault(keys[i], i)
         missing = [i for k, i in first.items() if store["index"].get(k) is None
                    or store["sigs"][store["index"][k]] != sigs[i]]
         if missing:
+            t0 = time.perf_counter()
             feats, boxes = self._compute(Subset(source, missing))
+            self.compute_s += time.perf_counter() - t0
             update_store(store, [keys[i] for i in missing], [sigs[i] for i in missing], feats, boxes)
             save_store(path, spec, store)
         self.stats["computed"] += len(missing)
         self.stats["reused"] += len(first) - len(missing)
-        rows = torch.as_tensor([store["index"][k] for k in keys], dtype=torch.long)
         dim = self._dim()
         if not len(keys):
             return torch.zeros(0, dim), torch.zeros(0, 4)
-        return store["features"][rows], store["boxes"][rows]
+        if rows is None:
+            at = torch.as_tensor([store["index"][k] for k in keys], dtype=torch.long)
+            return store["features"][at], store["boxes"][at]
+        feats, boxes = torch.full((len(keys), dim), float("nan")), torch.full((len(keys), 4), float("nan"))
+        pos = torch.as_tensor(list(wanted), dtype=torch.long)
+        at = torch.as_tensor([store["index"][keys[i]] for i in wanted], dtype=torch.long)
+        feats[pos], boxes[pos] = store["features"][at], store["boxes"][at]
+        return feats, boxes
 
     def _dim(self) -> int:
         sizes = self.vlm.sizes
@@ -186,8 +210,10 @@ class FeatureCache:
 
     @torch.no_grad()
     def _compute(self, dataset: Dataset) -> tuple[Tensor, Tensor]:
+        # a private generator: building the store must not advance the global RNG (a cold and a warm store
+        # would otherwise give the same cell different dropout draws)
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                            collate_fn=collate)
+                            collate_fn=collate, generator=torch.Generator().manual_seed(0))
         original = next(self.vlm.parameters()).device
         self.vlm.to(self.device)
         feats, boxes = [], []
@@ -312,38 +338,129 @@ def collate_features(items: Any) -> dict[str, Any]:
     raise TypeError("collate_features expects the dict built by CachedFeatureDataset.__getitems__")
 
 
+class CachedFeatureData(L.LightningDataModule):
+    """A cell's DataModule with cached frozen features in place of pixels (H14), for a cacheable method.
+
+    Features of every role are computed (or read back from the store) once, in `prepare()`; loaders are built
+    on demand and follow the wrapped DataModule: `train_dataloader()` reuses its batch sampler (same batches,
+    same per-sample seeds, the same `skip_batches` fast-forward on resume) at its current `batch_size`, so a
+    runner that sets the batch size per phase and lets Lightning ask for the loader gets the same behaviour
+    as without the cache. Under DDP the loader is built after the process group is up, like the DataModule's.
+    """
+
+    def __init__(self, method: Any, datamodule: Any, cache_dir: str | Path | None = None, *,
+                 device: str | torch.device | None = None, precision: str | None = None,
+                 train_rows: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if not getattr(method, "cacheable", False):
+            raise ConfigError(f"method '{method.name}' is not cacheable: its trainable parts see the image encoder")
+        datamodule.setup()
+        self.dm = datamodule
+        self.kind = getattr(method, "cache_feature", "post_proj")
+        self.cache = FeatureCache(method.vlm, cache_dir, kind=self.kind, device=device, precision=precision,
+                                  batch_size=datamodule.eval_batch_size, num_workers=datamodule.num_workers)
+        self.n_views = parse_augmentation(method.cfg.get("cache_augmentation", "none"))
+        self.train_rows = train_rows  # only these train rows are read (a capped run); None: all
+        self._features: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
+        self._eval: dict[str, DataLoader] = {}
+        self.prepare_s = 0.0
+
+    @property
+    def augmentation(self) -> str:
+        return "none" if self.n_views == 0 else f"views:{self.n_views}"
+
+    def role_features(self, role: str) -> tuple[list[Tensor], list[Tensor]]:
+        """([features per view], [boxes per view]) of a role; train has one per cached view."""
+        if role not in self._features:
+            views = [-1] if role != "train" or self.n_views == 0 else list(range(self.n_views))
+            rows = self.train_rows if role == "train" else None
+            pairs = [self.cache.role_features(self.dm, role, view=v, rows=rows) for v in views]
+            self._features[role] = ([p[0] for p in pairs], [p[1] for p in pairs])
+        return self._features[role]
+
+    def prepare(self, roles: tuple[str, ...] = ("train", *EVAL_ROLES), train_batches: int | None = None
+                ) -> CachedFeatureData:
+        """Compute or read back the features of `roles` now (the cell's one encoder pass over its images).
+
+        `train_batches`: the run reads only the first that many train batches (a short run), so only their
+        rows are needed; beyond one epoch, or with None, every train row is."""
+        t0 = time.perf_counter()
+        if train_batches is not None and "train" in roles and self.train_rows is None:
+            self.train_rows = rows_read(self.dm, train_batches)
+        for role in roles:
+            self.role_features(role)
+        self.prepare_s += time.perf_counter() - t0
+        return self
+
+    def train_dataloader(self) -> DataLoader:
+        orig = self.dm.train_dataloader()  # at the DataModule's current batch size, rank-aware under DDP
+        feats, boxes = self.role_features("train")
+        ds = CachedFeatureDataset(orig.dataset, feats, boxes, seed=self.dm.seed)
+        return DataLoader(ds, batch_sampler=orig.batch_sampler, generator=orig.generator,
+                          collate_fn=collate_features)
+
+    def eval_dataloader(self, role: str) -> DataLoader:
+        """Cached features of one evaluation role, in manifest order (as `RetrievalDataModule.eval_dataloader`)."""
+        if role not in EVAL_ROLES:
+            raise ConfigError(f"unknown evaluation role '{role}'; known: {', '.join(EVAL_ROLES)}")
+        if role not in self._eval:
+            feats, boxes = self.role_features(role)
+            ds = CachedFeatureDataset(self.dm.dataset_for(role), feats, boxes)
+            self._eval[role] = DataLoader(ds, batch_size=self.dm.eval_batch_size, shuffle=False,
+                                          collate_fn=collate_features)
+        return self._eval[role]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """[val_query, val_gallery] when the protocol has a validation split, else [] (as the DataModule)."""
+        if len(self.dm.role_frame("val_query")) and len(self.dm.role_frame("val_gallery")):
+            return [self.eval_dataloader("val_query"), self.eval_dataloader("val_gallery")]
+        return []
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self.eval_dataloader("query"), self.eval_dataloader("gallery")]
+
+    def describe(self) -> dict[str, Any]:
+        """What the record says about the cache: store files, policy, what was computed or reused, timings."""
+        stores = dict(self.cache.stores)
+        return {"used": True, "kind": self.kind, "augmentation": self.augmentation,
+                "store": stores.get("eval") or next(iter(stores.values()), None), "stores": stores,
+                "precision": self.cache.precision, "build_s": round(self.cache.compute_s, 4),
+                "prepare_s": round(self.prepare_s, 4), "stats": dict(self.cache.stats),
+                "train_rows": "all" if self.train_rows is None else len(set(self.train_rows))}
+
+
+def rows_read(datamodule: Any, n_batches: int) -> list[int] | None:
+    """Train rows of the first `n_batches` batches of the DataModule's first epoch at its current batch size
+    (the sampler is a pure function of seed and epoch), or None when that is the whole epoch or more."""
+    sampler = datamodule.train_dataloader().batch_sampler  # a fresh sampler at epoch 0
+    if n_batches >= len(sampler):
+        return None
+    rows: set[int] = set()
+    for b, batch in enumerate(sampler):
+        if b >= n_batches:
+            break
+        rows.update(int(k[0]) if isinstance(k, tuple | list) else int(k) for k in batch)
+    return sorted(rows)
+
+
 def build_cached_loaders(method: Any, datamodule: Any, cache_dir: str | Path | None = None, *,
                          device: str | torch.device | None = None, precision: str | None = None,
+                         train_rows: Sequence[int] | None = None,
                          ) -> tuple[DataLoader, Callable[[str], DataLoader]]:
     """(train loader, eval-loader factory by role) serving cached features to a cacheable method.
 
     The train loader reuses the DataModule's batch sampler (and generator), so batches are the same as
-    `datamodule.train_dataloader()`'s. Records what it did under `method.notes["feature_cache"]`."""
-    if not getattr(method, "cacheable", False):
-        raise ConfigError(f"method '{method.name}' is not cacheable: its trainable parts see the image encoder")
-    datamodule.setup()
-    kind = getattr(method, "cache_feature", "post_proj")
-    cache = FeatureCache(method.vlm, cache_dir, kind=kind, device=device, precision=precision,
-                         batch_size=datamodule.eval_batch_size, num_workers=datamodule.num_workers)
-    n_views = parse_augmentation(method.cfg.get("cache_augmentation", "none"))
-    orig = datamodule.train_dataloader()
-    pairs = [cache.role_features(datamodule, "train")] if n_views == 0 else \
-        [cache.role_features(datamodule, "train", view=v) for v in range(n_views)]
-    train_ds = CachedFeatureDataset(orig.dataset, [p[0] for p in pairs], [p[1] for p in pairs],
-                                    seed=datamodule.seed)
-    train_loader = DataLoader(train_ds, batch_sampler=orig.batch_sampler, generator=orig.generator,
-                              collate_fn=collate_features)
-    loaders: dict[str, DataLoader] = {}
+    `datamodule.train_dataloader()`'s. `train_rows` restricts the train features to rows a capped run reads.
+    Records what it did under `method.notes["feature_cache"]`."""
+    data = CachedFeatureData(method, datamodule, cache_dir, device=device, precision=precision,
+                             train_rows=train_rows)
+    train_loader = data.train_dataloader()
 
     def eval_loader(role: str) -> DataLoader:
-        if role not in loaders:
-            feats, boxes = cache.role_features(datamodule, role)
-            ds = CachedFeatureDataset(datamodule.dataset_for(role), [feats], [boxes])
-            loaders[role] = DataLoader(ds, batch_size=datamodule.eval_batch_size, shuffle=False,
-                                       collate_fn=collate_features)
-            method.notes["feature_cache"]["stats"] = dict(cache.stats)
-        return loaders[role]
+        loader = data.eval_dataloader(role)
+        method.notes["feature_cache"]["stats"] = dict(data.cache.stats)
+        return loader
 
-    method.notes["feature_cache"] = {"kind": kind, "augmentation": "none" if n_views == 0 else f"views:{n_views}",
-                                     "dir": str(cache.cache_dir), "stats": dict(cache.stats)}
+    method.notes["feature_cache"] = {"kind": data.kind, "augmentation": data.augmentation,
+                                     "dir": str(data.cache.cache_dir), "stats": dict(data.cache.stats)}
     return train_loader, eval_loader

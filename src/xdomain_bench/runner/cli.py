@@ -49,6 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="processes/GPUs for Lightning DDP (default 1); N > 1 re-launches the command per rank")
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="run the frozen image encoder every step even for cacheable methods (H14 cache off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder (records, checkpoints)")
     p.set_defaults(func=run_command)
@@ -66,7 +68,7 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     _check_devices(args.devices, args.strategy)
     return dict(allow_download=args.allow_download, accelerator=args.accelerator, precision=args.precision,
                 num_workers=args.num_workers, progress=not args.no_progress, devices=args.devices,
-                strategy=args.strategy)
+                strategy=args.strategy, feature_cache=not args.no_feature_cache)
 
 
 def _check_devices(devices: int, strategy: str) -> None:

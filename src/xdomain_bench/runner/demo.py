@@ -114,6 +114,20 @@ def set_aside_stale(out: Path, config_key: str | None, log) -> int:
     return moved
 
 
+def source_domain_check(backbone: str, root: Path, out: Path) -> str:
+    """Zero-shot retrieval across the pretraining (source) domains, painting -> real on DomainNet's unseen
+    classes: the check that the backbone really retrieves. Kept out of the leaderboard (one method only)."""
+    from .execute import run_cell
+    from .records import Cell
+
+    cell = Cell(method="zero_shot", dataset="domainnet", protocol="uccdr", holdout="clipart", backbone=backbone)
+    rec = run_cell(cell, root, out / "backbone_check", progress=False)
+    if rec["status"] != "ok":
+        return f"source-domain check failed: {rec.get('error')}"
+    return (f"zero-shot mAP@200 = {rec['metrics']['mAP@200']:.4f} on the source domains "
+            f"(queries: {rec.get('query_domain')}; gallery: {rec.get('gallery')})")
+
+
 # --- cells -----------------------------------------------------------------------------------------------
 def training_identity(cell) -> str:
     """Cells that differ only in their test gallery train identically (same train and val rows, config, seed)."""
@@ -199,9 +213,16 @@ def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: 
 
     if not tasks:
         return summary
-    if jobs == 1:
-        for group in tasks:
-            report(run_group([c.to_dict() for c in group], str(root), str(out), progress))
+    if jobs == 1:  # single-threaded like the workers: results do not depend on --jobs
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for group in tasks:
+                report(run_group([c.to_dict() for c in group], str(root), str(out), progress))
+        finally:
+            torch.set_num_threads(threads)
         return summary
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -243,6 +264,9 @@ def demo_command(args: argparse.Namespace) -> int:
     bb = ensure_backbone(backbone, console.print)
     times["pretraining"] = time.perf_counter() - t0
 
+    if "domainnet" in {c.dataset for c in cells}:
+        bb["check"] = source_domain_check(backbone, root, out)
+        console.print(bb["check"])
     t0 = time.perf_counter()
     set_aside_stale(out, bb.get("config_key"), console.print)
     console.print(f"running {len(cells)} cells of suite '{suite.get('name', 'demo')}' into {out} "
@@ -256,7 +280,7 @@ def demo_command(args: argparse.Namespace) -> int:
     times["total"] = time.perf_counter() - t_start
 
     console.rule("[bold]demo summary[/]")
-    console.print(f"[bold]backbone[/]  {bb['line']}")
+    console.print(f"[bold]backbone[/]  {bb['line']}" + (f"\n          {bb['check']}" if bb.get("check") else ""))
     console.print("[bold]data[/]      " + "\n          ".join(data_lines))
     console.print(f"[bold]cells[/]     {summary['ok']} ran, {summary['skipped']} done already, {summary['failed']} "
                   f"failed, {summary['n/a']} n/a")

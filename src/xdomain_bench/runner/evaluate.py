@@ -104,11 +104,14 @@ def itr_per_source(images: Tensor, captions: list[list[str]], text_emb: Tensor, 
     return {k: v for k, v in out.items() if not k.rsplit("/", 1)[-1].startswith("n_")}
 
 
-def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: str | None = None) -> dict[str, Any]:
-    """Metrics on the protocol's test roles, plus counts."""
+def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: str | None = None,
+                  loaders: Any = None) -> dict[str, Any]:
+    """Metrics on the protocol's test roles, plus counts. `loaders` (anything with `eval_dataloader(role)`,
+    e.g. the H14 `CachedFeatureData` of `dm`) serves the images in place of `dm`'s pixel loaders."""
     info = dm.info
+    source = loaders if loaders is not None else dm
     query_rows = dm.role_frame("query")
-    query, q_lab = embed_batches(method, dm.eval_dataloader("query"), len(query_rows), "query", precision)
+    query, q_lab = embed_batches(method, source.eval_dataloader("query"), len(query_rows), "query", precision)
     if info.task == "itr":
         captions = dm.caption_lists("query")
         flat = [c for caps in captions for c in caps]
@@ -121,7 +124,8 @@ def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: s
     if info.same_set and list(gallery_rows["relpath"]) == list(query_rows["relpath"]):
         gallery, g_lab = query, q_lab  # same-set protocol: embed once, exclude self by index
     else:
-        gallery, g_lab = embed_batches(method, dm.eval_dataloader("gallery"), len(gallery_rows), "gallery", precision)
+        gallery, g_lab = embed_batches(method, source.eval_dataloader("gallery"), len(gallery_rows), "gallery",
+                                       precision)
     metrics = class_metrics(query, q_lab, gallery, g_lab, info.metrics, info.same_set, method.similarity)
     counts = {"n_query": len(query_rows), "n_gallery": len(gallery_rows),
               "n_queries_no_relevant": int(metrics.pop("n_queries_no_relevant", _no_relevant(q_lab, g_lab, info.same_set)))}

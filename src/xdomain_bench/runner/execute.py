@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from pathlib import Path
@@ -37,12 +38,14 @@ def global_rank() -> int:
 
 
 def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precision: str, progress: bool,
-               devices: int = 1, strategy: str = "auto") -> dict[str, Any]:
+               devices: int = 1, strategy: str = "auto", data=None) -> dict[str, Any]:
     """Fit every phase in order, restoring each phase's best validation checkpoint.
 
     A finished phase leaves `selected.pt` (trainable state only) and `done.json`; an interrupted one
     leaves `resume.ckpt`, from which the next run continues with identical batches and RNG states.
     Under DDP every rank trains and restores the same weights; only rank 0 writes files.
+    `data` (a `CachedFeatureData` over `dm`, for cacheable methods) replaces `dm` as what Lightning loads
+    from: same batches and resume fast-forward, cached frozen features instead of pixels (H14).
     """
     info: dict[str, Any] = {"phases": []}
     has_val = bool(dm.val_dataloader())
@@ -59,14 +62,14 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
             info["phases"].append({**json.loads(done.read_text()), "reused": True})
             continue
         info["phases"].append(_fit_one_phase(method, dm, phase, steps, phase_dir, has_val, accelerator, precision,
-                                             progress, devices, strategy))
+                                             progress, devices, strategy, data))
     return info
 
 
 def _fit_one_phase(method, dm, phase: str, steps: int, phase_dir: Path, has_val: bool, accelerator: str,
-                   precision: str, progress: bool, devices: int, strategy: str) -> dict[str, Any]:
+                   precision: str, progress: bool, devices: int, strategy: str, data=None) -> dict[str, Any]:
     pcfg = method.phase_config()
-    dm.batch_size = int(pcfg.get("batch_size", dm.batch_size))
+    dm.batch_size = int(pcfg.get("batch_size", dm.batch_size))  # the cached loaders read it from `dm` too
     select_on_val = has_val and pcfg.get("selection", "val") == "val"
     val_every = max(1, steps // int(pcfg.get("val_checks", 4)))
     trainer, ckpt = build_trainer(max_steps=steps, accelerator=accelerator, precision=precision,
@@ -76,7 +79,7 @@ def _fit_one_phase(method, dm, phase: str, steps: int, phase_dir: Path, has_val:
     resume = phase_dir / "resume.ckpt"
     resuming = resume.is_file()
     t0 = time.perf_counter()
-    trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resuming else None)
+    trainer.fit(method, datamodule=data if data is not None else dm, ckpt_path=str(resume) if resuming else None)
     if trainer.interrupted:
         raise KeyboardInterrupt(f"training of phase {phase} was interrupted; re-run to resume from {resume}")
     entry: dict[str, Any] = {"name": phase, "steps": int(trainer.global_step), "seconds": time.perf_counter() - t0,
@@ -102,12 +105,17 @@ def _fit_one_phase(method, dm, phase: str, steps: int, phase_dir: Path, has_val:
 
 def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_download: bool = False,
              accelerator: str = "auto", precision: str = "auto", num_workers: int = 0, progress: bool = True,
-             raise_errors: bool = False, devices: int = 1, strategy: str = "auto") -> dict[str, Any]:
+             raise_errors: bool = False, devices: int = 1, strategy: str = "auto",
+             feature_cache: bool = True) -> dict[str, Any]:
     """Execute one cell and write its record. XBenchErrors in set-up propagate when `raise_errors`.
 
     With `devices > 1` Lightning's DDP re-launches the command for ranks 1..N-1; they train alongside
     rank 0 and return after the fit (status `worker`, nothing written); rank 0 alone evaluates, on the
     whole test set, and writes the record.
+
+    A method with `cacheable = True` trains, validates and is tested on frozen image features from the H14
+    store under `paths.cache_dir()/features` (computed once per dataset tree, backbone and transform, then
+    reused by every later epoch, phase, seed and cell); `feature_cache=False` runs the encoder every step.
     """
     from ..data.datamodule import RetrievalDataModule
     from ..methods.base import get_method_class
@@ -138,23 +146,30 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_do
         method = method_cls(vlm, dm.info, cfg)
         record.update(method_config=cfg, backbone=vlm.describe(), precision=precision, device=_device_name(accelerator),
                       trainable_params=method.trainable_counts(), manifest=_manifest_summary(dm))
+        trains = method.has_training() and (cell.max_steps is None or cell.max_steps > 0)
+        data = _cached_data(method, dm, cell, accelerator, precision, trains, devices) if feature_cache else None
+        record["feature_cache"] = data.describe() if data is not None else {
+            "used": False, "reason": "turned off" if method.cacheable else "method is not cacheable"}
         t_fit = time.perf_counter()
-        if method.has_training() and (cell.max_steps is None or cell.max_steps > 0):
+        if trains:
             record["training"] = fit_phases(method, dm, cell, out_dir, accelerator, precision, progress,
-                                            devices, strategy)
+                                            devices, strategy, data)
         else:
             record["training"] = {"phases": [], "note": "no training"}
         if global_rank() != 0:
             return {**record, "status": "worker"}
         method.to(torch.device("cuda" if accelerator == "cuda" else "cpu"))
         t_eval = time.perf_counter()
-        result = evaluate_test(method, dm, precision)
+        result = evaluate_test(method, dm, precision, loaders=data)
         t_end = time.perf_counter()
+        if data is not None:
+            record["feature_cache"] = data.describe()
         record.update(metrics=result["metrics"], counts=result["counts"], status="ok",
                       query_domain=_query_domain(dm), gallery=_gallery_name(dm, cell),
                       notes={**dm.info.notes, **method.notes}, skipped_images=dm.skipped_images,
                       timings={"setup_s": t_fit - t_start, "train_s": t_eval - t_fit, "eval_s": t_end - t_eval,
-                               "total_s": t_end - t_start},
+                               "total_s": t_end - t_start,
+                               "feature_cache_s": data.prepare_s if data is not None else 0.0},
                       throughput={"eval_images_per_s": result["counts"]["n_query"] / max(1e-9, t_end - t_eval)},
                       peak_memory=_peak_memory(accelerator))
     except XBenchError as exc:
@@ -170,6 +185,24 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_do
             raise
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     return _finish(out_dir, cell, record)
+
+
+def _cached_data(method, dm, cell: Cell, accelerator: str, precision: str, trains: bool, devices: int):
+    """The H14 feature-cache view of `dm` for a cacheable method, with the features of the roles this cell
+    reads ready (train and val only when it trains), else None. A one-phase run shorter than an epoch needs
+    only the train rows of its batches (DDP ranks share the first steps x devices batches)."""
+    if not getattr(method, "cacheable", False):
+        return None
+    from ..methods.feature_cache import CachedFeatureData
+
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if accelerator == "cuda" else "cpu"
+    roles = ("train", "val_query", "val_gallery", "query", "gallery") if trains else ("query", "gallery")
+    batches = None
+    if trains and len(method.phases()) == 1:
+        method.set_phase(method.phases()[0])
+        dm.batch_size = int(method.phase_config().get("batch_size", dm.batch_size))  # as _fit_one_phase sets it
+        batches = phase_steps(method, cell.max_steps)[method.phase] * max(1, int(devices))
+    return CachedFeatureData(method, dm, device=device, precision=precision).prepare(roles, train_batches=batches)
 
 
 def _finish(out_dir: Path, cell: Cell, record: dict[str, Any]) -> dict[str, Any]:

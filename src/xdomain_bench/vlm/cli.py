@@ -15,9 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "it), keyed by the hash of its config; a cached backbone is reused.")
     p.add_argument("--seed", type=int, default=0, help="pretraining seed (default 0)")
     p.add_argument("--config", default="", metavar="K=V,...",
-                   help="other config fields, as in the backbone spec demo-clip:K=V,... (e.g. steps=100)")
+                   help="other config fields, as in the backbone spec demo-clip:K=V,... (e.g. steps=100, threads=4)")
     p.add_argument("--force", action="store_true", help="pretrain again even when the cache holds this config")
-    p.add_argument("--threads", type=int, help="torch CPU threads while pretraining (default: torch's own)")
     p.set_defaults(func=pretrain_demo_command)
 
 
@@ -43,7 +42,7 @@ def pretrain_demo_command(args: argparse.Namespace) -> int:
         console.print(f"demo-clip (config {cfg.key()}) is cached in {target}; --force pretrains it again")
     else:
         t0 = time.perf_counter()
-        ensure_demo_clip(cfg, log=console.print, force=args.force, threads=args.threads)
+        ensure_demo_clip(cfg, log=console.print, force=args.force)
         console.print(f"pretrained demo-clip in {time.perf_counter() - t0:.0f} s")
     info = json.loads((target / "demo_clip.json").read_text())
     console.print(f"backbone spec: {spec}  ({info['parameters'] / 1e6:.1f} M parameters, {info['images']} "

@@ -29,7 +29,7 @@ from ..paths import cache_dir
 from .backends import BACKENDS, tiny_clip_config
 from .preprocess import CLIP_MEAN, CLIP_STD
 
-VERSION = 2  # bump when pretraining changes in a way the config does not show
+VERSION = 3  # bump when pretraining changes in a way the config does not show
 DOMAIN_WORDS = {"real": "photo", "photo": "photo", "clipart": "clipart", "painting": "painting"}
 
 
@@ -56,6 +56,8 @@ class DemoClipConfig:
     weight_decay: float = 0.05
     image_loss: float = 0.5  # weight of the image-image class-contrastive term (0: image-text only)
     paired: int = 1  # 1: class-paired batches (see batch_size); 0: uniform over the pool
+    attribute_captions: float = 0.5  # share of captions naming a random subset of attributes instead of the class
+    threads: int = 2  # torch CPU threads: the weights depend on it, so it is part of the config (and its hash)
 
     def key(self) -> str:
         blob = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
@@ -118,17 +120,39 @@ class BatchSampler:
         return torch.tensor(out)
 
 
-def soft_targets(y: torch.Tensor) -> torch.Tensor:
-    target = (y[:, None] == y[None, :]).float()
-    return target / target.sum(1, keepdim=True)
+def attribute_caption(spec, domain: str, gen: torch.Generator) -> tuple[str, tuple]:
+    """A caption naming a random non-empty subset of the object's attributes, and that subset as a key."""
+    names = ["shape", "colour", "pattern"] + (["part"] if spec.part != "none" else [])
+    keep = [n for n, u in zip(names, torch.rand(len(names), generator=gen).tolist()) if u < 0.5]
+    if not keep:
+        keep = [names[int(torch.randint(len(names), (1,), generator=gen))]]
+    val = {n: getattr(spec, n) if n in keep else None for n in ("shape", "colour", "pattern", "part")}
+    adjectives = " ".join(v for v in (val["colour"], val["pattern"]) if v)
+    text = f"a {DOMAIN_WORDS[domain]} of a {adjectives + ' ' if adjectives else ''}{val['shape'] or 'object'}"
+    text += f" with {val['part']}." if val["part"] else "."
+    return text, (val["shape"], val["colour"], val["pattern"], val["part"])
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, y: torch.Tensor, scale: torch.Tensor,
-                     image_weight: float) -> torch.Tensor:
-    """Symmetric image-text cross-entropy with class-aware soft targets (+ image-image SupCon)."""
-    logits = img @ txt.t() * scale
-    target = soft_targets(y)
-    loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.t().log_softmax(1)).sum(1).mean())
+def caption_matches(keys: list[tuple], labels: list[int], attrs: list[tuple]) -> torch.Tensor:
+    """match[i, j]: caption i describes image j (its class, or every attribute it names)."""
+    out = torch.zeros(len(keys), len(labels), dtype=torch.bool)
+    for i, key in enumerate(keys):
+        if key[0] == "class":
+            out[i] = torch.tensor([c == key[1] for c in labels])
+        else:
+            out[i] = torch.tensor([all(k is None or k == v for k, v in zip(key, a)) for a in attrs])
+    return out
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, match: torch.Tensor, y: torch.Tensor,
+                     scale: torch.Tensor, image_weight: float) -> torch.Tensor:
+    """Symmetric image-text cross-entropy with soft targets over every matching pair (+ image-image SupCon
+    over same-class pairs, weighted by `image_weight`)."""
+    logits = txt @ img.t() * scale  # captions × images
+    m = match.float()
+    t2i = -(m / m.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    i2t = -(m.t() / m.t().sum(1, keepdim=True) * logits.t().log_softmax(1)).sum(1).mean()
+    loss = 0.5 * (t2i + i2t)
     if image_weight > 0:
         eye = torch.eye(len(y), dtype=torch.bool)
         sim = (img @ img.t() * scale).masked_fill(eye, float("-inf"))
@@ -151,7 +175,8 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     catalog = appearance_catalog()
     words = [e.display for e in catalog] + [e.spec.describe() for e in catalog]
-    tokenizer = build_clip_tokenizer(words + list(DOMAIN_WORDS.values()), model_max_length=cfg.context_length)
+    tokenizer = build_clip_tokenizer(words + list(DOMAIN_WORDS.values()) + ["object"],
+                                     model_max_length=cfg.context_length)
     pool, labels, domains, captions = render_pool(cfg, log)
     model_cfg = tiny_clip_config({k: getattr(cfg, k) for k in ("image_size", "patch_size", "vision_width",
                                   "vision_layers", "vision_heads", "text_width", "text_layers", "text_heads",
@@ -164,6 +189,7 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
     sampler = BatchSampler(labels, domains, cfg)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     lab = torch.tensor(labels)
+    attrs = [(e.spec.shape, e.spec.colour, e.spec.pattern, e.spec.part) for e in catalog]
     history, t0 = [], time.perf_counter()
     for step in range(cfg.steps):
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
@@ -174,13 +200,22 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
         flip = torch.rand(len(idx), generator=gen) < 0.5
         x[flip] = x[flip].flip(-1)
         x = (x - mean) / std
-        choice = torch.randint(1 << 20, (len(idx),), generator=gen)
-        texts = [captions[i][c % len(captions[i])] for i, c in zip(idx.tolist(), choice.tolist())]
+        texts, keys = [], []
+        for i in idx.tolist():
+            if float(torch.rand(1, generator=gen)) < cfg.attribute_captions:
+                text, key = attribute_caption(catalog[labels[i]].spec, domains[i], gen)
+            else:
+                text = captions[i][int(torch.randint(len(captions[i]), (1,), generator=gen))]
+                key = ("class", labels[i])
+            texts.append(text)
+            keys.append(key)
+        batch_labels = [labels[i] for i in idx.tolist()]
+        match = caption_matches(keys, batch_labels, [attrs[c] for c in batch_labels])
         tok = tokenizer(texts, padding=True, truncation=True, max_length=cfg.context_length, return_tensors="pt")
         img = F.normalize(_pooled(model.get_image_features(pixel_values=x)), dim=-1)
         txt = F.normalize(_pooled(model.get_text_features(input_ids=tok["input_ids"],
                                                           attention_mask=tok["attention_mask"])), dim=-1)
-        loss = contrastive_loss(img, txt, lab[idx], model.logit_scale.exp().clamp(max=100), cfg.image_loss)
+        loss = contrastive_loss(img, txt, match, lab[idx], model.logit_scale.exp().clamp(max=100), cfg.image_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -229,17 +264,16 @@ def _exclusive(lock_path: Path):
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None):
+def _torch_threads(threads: int):
     before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(before)
 
 
-def ensure_demo_clip(cfg: DemoClipConfig, log=print, force: bool = False, threads: int | None = None) -> Path:
+def ensure_demo_clip(cfg: DemoClipConfig, log=print, force: bool = False) -> Path:
     """The cached checkpoint directory, pretraining it first when absent (atomic: temp dir + rename)."""
     target = demo_clip_dir(cfg)
     if is_cached(cfg) and not force:
@@ -251,7 +285,7 @@ def ensure_demo_clip(cfg: DemoClipConfig, log=print, force: bool = False, thread
         log(f"pretraining demo-clip (config {cfg.key()}) into {target}; this happens once")
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
         try:
-            with _torch_threads(threads):
+            with _torch_threads(cfg.threads):
                 pretrain(cfg, tmp, log)
             if target.exists():
                 shutil.rmtree(target)

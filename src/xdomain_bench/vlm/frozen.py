@@ -182,14 +182,26 @@ class FrozenVLM(nn.Module):
 
     def encode_text(self, tokens: TokenBatch | Sequence[str], *, context: Tensor | None = None,
                     deep_context: Tensor | None = None, token_weights: Tensor | None = None,
-                    proj_t: Tensor | None = None, return_tokens: bool = False) -> Tensor | TextOutput:
+                    proj_t: Tensor | None = None, return_tokens: bool = False, trim: bool = True
+                    ) -> Tensor | TextOutput:
         """Text embedding pooled at EOT. `context` ((m, T) or (N, m, T)) replaces the run of m placeholder
         tokens (H6); `deep_context` ((J-1, m, T) or (N, J-1, m, T)) overwrites them per layer; `token_weights`
-        (N, L) scale the token embeddings before positions are added (H8)."""
+        (N, L) scale the token embeddings before positions are added (H8).
+
+        The tower is causal, so the pooled feature depends only on tokens up to EOT: unless per-token outputs
+        are asked for (`return_tokens`, whose (N, L, E) shape and padded positions are part of H7), the batch
+        is cut to its last EOT position and the last block runs at the EOT tokens only. Both are exact (the
+        placeholders and deep-prompt slots always precede EOT); `trim=False` runs every position through every
+        block, the reference the tests compare against."""
         if not isinstance(tokens, TokenBatch):
             tokens = self.tokenize(tokens)
         device = self.text.embeddings.token_embedding.weight.device
         tokens = tokens.to(device)
+        pooled_only = trim and not return_tokens
+        if pooled_only and tokens.ids.shape[1] > int(tokens.eot.max()) + 1:
+            length = int(tokens.eot.max()) + 1
+            tokens = TokenBatch(tokens.ids[:, :length], tokens.eot)
+            token_weights = token_weights[:, :length] if token_weights is not None else None
         x = self.text.embeddings.token_embedding(tokens.ids)
         slots = None
         if context is not None or deep_context is not None:
@@ -204,12 +216,15 @@ class FrozenVLM(nn.Module):
             x = x * token_weights.to(x.dtype).unsqueeze(-1)
         length = x.shape[1]
         x = x + self.text.embeddings.position_embedding.weight[:length].unsqueeze(0)
+        proj = (lambda t: t @ proj_t.to(t.dtype)) if proj_t is not None else self.clip.text_projection
+        if pooled_only:  # the last block at EOT only: (N, T)
+            pooled, _ = run_layers(self.text.encoder.layers, x, causal=True, slots=slots, deep=deep_context,
+                                   pool_at=tokens.eot)
+            return proj(self.text.final_layer_norm(pooled))
         x, _ = run_layers(self.text.encoder.layers, x, causal=True, slots=slots, deep=deep_context)
         x = self.text.final_layer_norm(x)
         rows = torch.arange(x.shape[0], device=x.device)
-        pooled = x[rows, tokens.eot]
-        proj = (lambda t: t @ proj_t.to(t.dtype)) if proj_t is not None else self.clip.text_projection
-        out = proj(pooled)
+        out = proj(x[rows, tokens.eot])
         if not return_tokens:
             return out
         mask = torch.arange(length, device=x.device).unsqueeze(0) <= tokens.eot.unsqueeze(1)
@@ -241,9 +256,9 @@ class FrozenVLM(nn.Module):
         parts, order = [], []
         for end in torch.unique(eot).tolist():  # texts bucketed by EOT position: no padded suffix tokens
             rows = (eot == end).nonzero(as_tuple=True)[0]
-            suffix = (emb[rows, p:end + 1] + pos[p:end + 1]).unsqueeze(0).expand(g, -1, -1, -1)
-            x = run_layers_shared_prefix(self.text.encoder.layers, prefix, suffix)
-            parts.append(self.text.final_layer_norm(x[:, :, -1]))  # EOT is each bucket's last token
+            suffix = emb[rows, p:end + 1] + pos[p:end + 1]  # (R, S, T), the same under every context
+            x = run_layers_shared_prefix(self.text.encoder.layers, prefix, suffix)  # EOT states, (G, R, T)
+            parts.append(self.text.final_layer_norm(x))
             order.append(rows)
         pooled = torch.cat(parts, dim=1)[:, torch.argsort(torch.cat(order))]  # (G, N, T), input order
         return self.clip.text_projection(pooled)
