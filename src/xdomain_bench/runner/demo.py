@@ -214,15 +214,11 @@ def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: 
     if not tasks:
         return summary
     if jobs == 1:  # single-threaded like the workers: results do not depend on --jobs
-        import torch
+        from ..vlm.demo_clip import torch_threads
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             for group in tasks:
                 report(run_group([c.to_dict() for c in group], str(root), str(out), progress))
-        finally:
-            torch.set_num_threads(threads)
         return summary
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed

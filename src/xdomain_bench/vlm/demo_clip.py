@@ -264,7 +264,8 @@ def _exclusive(lock_path: Path):
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int):
+def torch_threads(threads: int):
+    """Run a block with this many torch CPU threads, restoring the previous count after."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -285,7 +286,7 @@ def ensure_demo_clip(cfg: DemoClipConfig, log=print, force: bool = False) -> Pat
         log(f"pretraining demo-clip (config {cfg.key()}) into {target}; this happens once")
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
         try:
-            with _torch_threads(cfg.threads):
+            with torch_threads(cfg.threads):
                 pretrain(cfg, tmp, log)
             if target.exists():
                 shutil.rmtree(target)
