@@ -2,7 +2,9 @@
 
 Each class gets a unique (shape, colour, pattern, part) combination, assigned deterministically
 from its name; each image varies position, size, rotation and background. Domains change the style:
-photo-like, clipart, painting, sketch, quickdraw, infographic.
+photo-like, clipart, painting, infographic (filled shapes), and sketch and quickdraw: unfilled strokes in the
+object's colour on white (DomainNet and Sketchy loaders then invert them, as upstream does, so a held-out
+sketch arrives as complementary-colour strokes on black).
 """
 
 from __future__ import annotations
@@ -188,20 +190,19 @@ def render(spec: ObjectSpec, domain: str, rng: np.random.Generator, size: int = 
         for _ in range(4):
             x0, y0 = rng.integers(0, size - 12, size=2)
             draw.rectangle([x0, y0, x0 + int(rng.integers(6, 20)), y0 + 3], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    line_only = domain in ("sketch", "quickdraw")
-    if line_only:
-        width = 1 if domain == "quickdraw" else 2
+    jitter = rng.integers(-15, 16, size=3)
+    rgb = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(spec.rgb, jitter))
+    if domain in ("sketch", "quickdraw"):  # coloured-pencil strokes on white: shape, parts, colour; no fill
+        width = 2 if domain == "quickdraw" else 3
         if domain == "quickdraw":
             poly = [(x + rng.normal(0, r * 0.06), y + rng.normal(0, r * 0.06)) for x, y in poly]
-        draw.line(poly + [poly[0]], fill=(0, 0, 0), width=width)
+        draw.line(poly + [poly[0]], fill=rgb, width=width)
         for p in parts:
-            draw.line(p, fill=(0, 0, 0), width=width)
+            draw.line(p, fill=rgb, width=width)
         if domain == "sketch" and spec.pattern != "plain":
             for k in range(-2, 3):
-                draw.line([(cx - r * 0.5, cy + k * r * 0.2), (cx + r * 0.5, cy + k * r * 0.2 - r * 0.1)], fill=(0, 0, 0), width=1)
+                draw.line([(cx - r * 0.5, cy + k * r * 0.2), (cx + r * 0.5, cy + k * r * 0.2 - r * 0.1)], fill=rgb, width=1)
     else:
-        jitter = rng.integers(-15, 16, size=3)
-        rgb = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(spec.rgb, jitter))
         for p in parts:
             if len(p) == 2:
                 draw.line(p, fill=rgb, width=max(2, size // 24))
