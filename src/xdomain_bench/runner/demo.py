@@ -154,10 +154,29 @@ def share_training(out: Path, done_cell, cell) -> int:
     return copied
 
 
+def quiet_libraries() -> None:
+    """Keep the demo's console to its own lines: no per-cell Lightning banners, tips or loading bars."""
+    import logging
+    import warnings
+
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import; ours must come after)
+
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"lightning\.pytorch\.utilities\._pytree")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
 def _worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)
+    quiet_libraries()
 
 
 def run_group(cell_dicts: list[dict[str, Any]], root: str, out: str, progress: bool = False) -> list[dict[str, Any]]:
@@ -229,6 +248,7 @@ def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: 
     if jobs == 1:  # single-threaded like the workers: results do not depend on --jobs
         from ..vlm.demo_clip import torch_threads
 
+        quiet_libraries()
         with torch_threads(1):
             for group in tasks:
                 report(run_group([c.to_dict() for c in group], str(root), str(out), progress))
