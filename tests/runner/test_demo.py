@@ -71,6 +71,20 @@ def test_records_of_another_demo_clip_config_are_set_aside(tmp_path):
     assert not (tmp_path / "checkpoints" / old.slug()).exists()
 
 
+def test_records_whose_suite_settings_changed_are_set_aside(tmp_path):
+    base = dict(method="ucdr_adapter", dataset="domainnet", protocol="ucdr", holdout="sketch", backbone="demo-clip",
+                seed=0, data_options={"gallery": "unseen"})
+    old = Cell(**base, method_overrides={"batch_size": 64})
+    new = Cell(**base, method_overrides={"batch_size": 64, "phases": {"phase1": {"optimizer": {"lr": 1e-3}}}})
+    other = Cell(**{**base, "seed": 1}, method_overrides={"batch_size": 64})  # not in this run: kept
+    for cell in (old, other):
+        _fake_record(tmp_path, cell, "k")
+    assert demo.set_aside_stale(tmp_path, "k", log=lambda *_: None, cells=[new]) == 1
+    assert not record_path(tmp_path, old).exists() and record_path(tmp_path, other).exists()
+    assert (tmp_path / "stale" / "settings" / "records" / record_path(tmp_path, old).name).is_file()
+    assert demo.set_aside_stale(tmp_path, "k", log=lambda *_: None, cells=[new]) == 0
+
+
 def test_gallery_cells_share_one_training(tmp_path):
     base = dict(method="coop", dataset="domainnet", protocol="ucdr", holdout="sketch", backbone="demo-clip", seed=0)
     unseen, mixed = Cell(**base, data_options={"gallery": "unseen"}), Cell(**base, data_options={"gallery": "mixed"})

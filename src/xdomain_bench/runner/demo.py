@@ -89,29 +89,50 @@ def ensure_backbone(spec: str, log) -> dict[str, Any]:
     return {"spec": spec, "line": line, "config_key": cfg.key(), "cached": cached}
 
 
-def set_aside_stale(out: Path, config_key: str | None, log) -> int:
-    """Move records (and checkpoints) made with another demo-clip config out of the way, so they are re-run."""
-    if not config_key or not (out / "records").is_dir():
+def row_identity(cell: dict[str, Any]) -> tuple:
+    """What names a leaderboard row: two cells with this in common but different settings must not both count."""
+    gallery = (cell.get("data_options") or {}).get("gallery")
+    return (cell["method"], cell["dataset"], cell["protocol"], cell.get("variant"), cell.get("holdout"), gallery,
+            cell.get("seed"), cell.get("backbone"))
+
+
+def _move_aside(out: Path, path: Path, folder: str) -> None:
+    stale = out / "stale" / folder
+    (stale / "records").mkdir(parents=True, exist_ok=True)
+    path.rename(stale / "records" / path.name)
+    ckpt = out / "checkpoints" / path.stem
+    if ckpt.is_dir():
+        (stale / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shutil.move(str(ckpt), str(stale / "checkpoints" / path.stem))
+
+
+def set_aside_stale(out: Path, config_key: str | None, log, cells: list | None = None) -> int:
+    """Move records (and checkpoints) out of the way, so that their cells run again: those made with another
+    demo-clip config, and those of a cell whose suite settings changed (same leaderboard row as one of `cells`,
+    another cell key: e.g. an edited override)."""
+    if not (out / "records").is_dir():
         return 0
-    moved = 0
+    current = {row_identity(c.to_dict()): c.key() for c in cells or []}
+    by_config = by_settings = 0
     for path in sorted((out / "records").glob("*.json")):
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
+        cell = rec.get("cell") or {}
         old = (rec.get("backbone") or {}).get("config_key")
-        if rec.get("cell", {}).get("backbone", "").startswith("demo-clip") and old and old != config_key:
-            stale = out / "stale" / old
-            (stale / "records").mkdir(parents=True, exist_ok=True)
-            path.rename(stale / "records" / path.name)
-            ckpt = out / "checkpoints" / path.stem
-            if ckpt.is_dir():
-                (stale / "checkpoints").mkdir(parents=True, exist_ok=True)
-                shutil.move(str(ckpt), str(stale / "checkpoints" / path.stem))
-            moved += 1
-    if moved:
-        log(f"moved {moved} records of an older demo-clip config to {out / 'stale'}; their cells run again")
-    return moved
+        if config_key and cell.get("backbone", "").startswith("demo-clip") and old and old != config_key:
+            _move_aside(out, path, old)
+            by_config += 1
+        elif cell and current.get(row_identity(cell), rec.get("cell_key")) != rec.get("cell_key"):
+            _move_aside(out, path, "settings")
+            by_settings += 1
+    if by_config:
+        log(f"moved {by_config} records of an older demo-clip config to {out / 'stale'}; their cells run again")
+    if by_settings:
+        log(f"moved {by_settings} records whose suite settings changed to {out / 'stale' / 'settings'}; "
+            f"their cells run again")
+    return by_config + by_settings
 
 
 def source_domain_check(backbone: str, root: Path, out: Path) -> str:
@@ -297,7 +318,7 @@ def demo_command(args: argparse.Namespace) -> int:
         bb["check"] = source_domain_check(backbone, root, out)
         console.print(bb["check"])
     t0 = time.perf_counter()
-    set_aside_stale(out, bb.get("config_key"), console.print)
+    set_aside_stale(out, bb.get("config_key"), console.print, cells)
     console.print(f"running {len(cells)} cells of suite '{suite.get('name', 'demo')}' into {out} "
                   f"({args.jobs} worker{'s' if args.jobs > 1 else ''})")
     summary = run_cells(cells, root, out, args.jobs, console, progress=not args.no_progress)
