@@ -16,6 +16,7 @@ from xdomain_bench.paths import project_root
 from xdomain_bench.runner import demo
 from xdomain_bench.runner.records import Cell, record_path, write_record
 from xdomain_bench.runner.suite import expand_suite, load_suite
+from xdomain_bench.runner.suite_run import register_expected
 
 SUITE = project_root() / "benchmarks" / "suites" / "demo.yaml"
 GOLDEN_CI = project_root() / "benchmarks" / "golden" / "demo_ci.csv"
@@ -79,7 +80,10 @@ def test_records_whose_suite_settings_changed_are_set_aside(tmp_path):
     other = Cell(**{**base, "seed": 1}, method_overrides={"batch_size": 64})  # not in this run: kept
     for cell in (old, other):
         _fake_record(tmp_path, cell, "k")
+    register_expected(tmp_path, [old, other])
     assert demo.set_aside_stale(tmp_path, "k", log=lambda *_: None, cells=[new]) == 1
+    expected = json.loads((tmp_path / "expected_cells.json").read_text())
+    assert [c["key"] for c in expected] == [other.key()]  # the old settings are no longer asked for
     assert not record_path(tmp_path, old).exists() and record_path(tmp_path, other).exists()
     assert (tmp_path / "stale" / "settings" / "records" / record_path(tmp_path, old).name).is_file()
     assert demo.set_aside_stale(tmp_path, "k", log=lambda *_: None, cells=[new]) == 0

@@ -34,7 +34,8 @@ def reference(synth_all, tmp_path_factory):
     out = tmp_path_factory.mktemp("coop_ref")
     assert main([*ARGS, "--data-root", str(synth_all), "--out", str(out)]) == 0
     rec = _record(out)
-    assert rec["status"] == "ok" and rec["training"]["phases"][0]["steps"] > 6
+    assert rec["status"] == "ok" and 6 < rec["training"]["phases"][0]["steps"] < 12  # early stopping fired, so a
+    # resumed run must carry its state (best score, patience count) to stop at the same step
     return out, rec
 
 

@@ -113,7 +113,7 @@ def set_aside_stale(out: Path, config_key: str | None, log, cells: list | None =
     if not (out / "records").is_dir():
         return 0
     current = {row_identity(c.to_dict()): c.key() for c in cells or []}
-    by_config = by_settings = 0
+    by_config, changed = 0, set()
     for path in sorted((out / "records").glob("*.json")):
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
@@ -126,13 +126,16 @@ def set_aside_stale(out: Path, config_key: str | None, log, cells: list | None =
             by_config += 1
         elif cell and current.get(row_identity(cell), rec.get("cell_key")) != rec.get("cell_key"):
             _move_aside(out, path, "settings")
-            by_settings += 1
+            changed.add(rec.get("cell_key"))
     if by_config:
         log(f"moved {by_config} records of an older demo-clip config to {out / 'stale'}; their cells run again")
-    if by_settings:
-        log(f"moved {by_settings} records whose suite settings changed to {out / 'stale' / 'settings'}; "
+    if changed:
+        from .suite_run import forget_expected
+
+        forget_expected(out, changed)
+        log(f"moved {len(changed)} records whose suite settings changed to {out / 'stale' / 'settings'}; "
             f"their cells run again")
-    return by_config + by_settings
+    return by_config + len(changed)
 
 
 def source_domain_check(backbone: str, root: Path, out: Path) -> str:
@@ -293,6 +296,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from .suite import expand_suite, load_suite, parse_only
 
     console = Console()
+    quiet_libraries()
     t_start = time.perf_counter()
     root, out = Path(args.data_root), Path(args.out)
     suite = load_suite(args.suite or project_root() / "benchmarks" / "suites" / "demo.yaml")

@@ -23,6 +23,14 @@ def register_expected(out_dir: Path, cells: list[Cell]) -> None:
     atomic_write_json(path, [known[k] for k in sorted(known)])
 
 
+def forget_expected(out_dir: Path, keys: set[str]) -> None:
+    """Drop cells from the expected list (their settings changed: the suite no longer asks for them)."""
+    path = out_dir / EXPECTED_CELLS
+    if keys and path.is_file():
+        known = json.loads(path.read_text(encoding="utf-8"))
+        atomic_write_json(path, [c for c in known if c["key"] not in keys])
+
+
 def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **run_kwargs: Any) -> dict[str, int]:
     from rich.console import Console
 

@@ -42,9 +42,7 @@ def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir:
                   deterministic: bool = False, early_stop_patience: int | None = None) -> tuple[L.Trainer, ModelCheckpoint | None]:
     from .resume import FastForwardSampler, crash_callback
 
-    callbacks: list[Any] = [FastForwardSampler(), *crash_callback(),
-                            ModelCheckpoint(dirpath=ckpt_dir, filename="resume", save_top_k=1,
-                                            every_n_train_steps=val_every, enable_version_counter=False)]
+    callbacks: list[Any] = [FastForwardSampler(), *crash_callback()]
     ckpt = None
     if has_val:
         ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_selection", mode="max",
@@ -54,6 +52,11 @@ def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir:
             from lightning.pytorch.callbacks import EarlyStopping
 
             callbacks.append(EarlyStopping(monitor="val_selection", mode="max", patience=int(early_stop_patience)))
+    # The resume point: after each validation when there is one (listed after `best`, so that the saved state holds
+    # this validation's best score and early-stopping count; a resume point taken before it would lose them and
+    # a resumed run could stop later or select another step), else every `val_every` steps.
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="resume", save_top_k=1, enable_version_counter=False,
+                                     every_n_train_steps=None if has_val else val_every))
     if progress:
         from lightning.pytorch.callbacks import RichProgressBar
 

@@ -3,8 +3,8 @@
 Each class gets a unique (shape, colour, pattern, part) combination, assigned deterministically
 from its name; each image varies position, size, rotation and background. Domains change the style:
 photo-like, clipart, painting, infographic (filled shapes), and sketch and quickdraw: unfilled strokes in the
-object's colour on white (DomainNet and Sketchy loaders then invert them, as upstream does, so a held-out
-sketch arrives as complementary-colour strokes on black).
+object's colour on white. The loaders invert sketch domains as upstream does (DomainNet, Sketchy; TU-Berlin
+in the clean variant), so a held-out sketch arrives as complementary-colour strokes on black.
 """
 
 from __future__ import annotations
