@@ -7,14 +7,10 @@ from typing import Any
 import pandas as pd
 
 from ..errors import XBenchError
+from ..runner.records import row_identity
 
 LONG_COLUMNS = ["method", "dataset", "protocol", "variant", "query_domain", "gallery", "seed", "metric", "value",
                 "backbone", "source"]
-
-
-def _row_key(rec: dict[str, Any], backbone: str | None) -> tuple:
-    return (rec["method"], rec["dataset"], rec["protocol"], rec["variant"], rec.get("query_domain", ""),
-            rec.get("gallery", ""), rec["seed"], backbone)
 
 
 def long_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -27,7 +23,7 @@ def long_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
         if rec.get("status") != "ok":
             continue
         backbone = (rec.get("backbone") or {}).get("name") or rec.get("cell", {}).get("backbone")
-        key = _row_key(rec, backbone)
+        key = row_identity(rec["cell"])
         first = seen.setdefault(key, rec)
         if first is not rec and first.get("cell_key") != rec.get("cell_key"):
             raise XBenchError(

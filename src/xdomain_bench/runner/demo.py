@@ -89,13 +89,6 @@ def ensure_backbone(spec: str, log) -> dict[str, Any]:
     return {"spec": spec, "line": line, "config_key": cfg.key(), "cached": cached}
 
 
-def row_identity(cell: dict[str, Any]) -> tuple:
-    """What names a leaderboard row: two cells with this in common but different settings must not both count."""
-    gallery = (cell.get("data_options") or {}).get("gallery")
-    return (cell["method"], cell["dataset"], cell["protocol"], cell.get("variant"), cell.get("holdout"), gallery,
-            cell.get("seed"), cell.get("backbone"))
-
-
 def _move_aside(out: Path, path: Path, folder: str) -> None:
     stale = out / "stale" / folder
     (stale / "records").mkdir(parents=True, exist_ok=True)
@@ -110,6 +103,8 @@ def set_aside_stale(out: Path, config_key: str | None, log, cells: list | None =
     """Move records (and checkpoints) out of the way, so that their cells run again: those made with another
     demo-clip config, and those of a cell whose suite settings changed (same leaderboard row as one of `cells`,
     another cell key: e.g. an edited override)."""
+    from .records import row_identity
+
     if not (out / "records").is_dir():
         return 0
     current = {row_identity(c.to_dict()): c.key() for c in cells or []}
@@ -272,7 +267,6 @@ def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: 
     if jobs == 1:  # single-threaded like the workers: results do not depend on --jobs
         from ..vlm.demo_clip import torch_threads
 
-        quiet_libraries()
         with torch_threads(1):
             for group in tasks:
                 report(run_group([c.to_dict() for c in group], str(root), str(out), progress))

@@ -75,6 +75,14 @@ def read_record(path: Path) -> dict[str, Any]:
         raise XBenchError(f"unreadable record {path}: {exc}; delete it and re-run its cell") from None
 
 
+def row_identity(cell: dict[str, Any]) -> tuple:
+    """What names a leaderboard row (method, data, seed, backbone), from a cell's dict: records with this in
+    common but another cell key were made with different settings and must not both count."""
+    gallery = (cell.get("data_options") or {}).get("gallery")
+    return (cell["method"], cell["dataset"], cell["protocol"], cell.get("variant"), cell.get("holdout"), gallery,
+            cell.get("seed"), cell.get("backbone"))
+
+
 def read_records(out_dir: str | Path) -> list[dict[str, Any]]:
     folder = Path(out_dir) / "records"
     if not folder.is_dir():
