@@ -121,7 +121,11 @@ def preprocess_from_dir(path: Path, image_size: int) -> ImagePreprocess:
     cfg_path = path / "preprocessor_config.json"
     if not cfg_path.is_file():
         return ImagePreprocess(image_size=image_size)
-    cfg: dict[str, Any] = json.loads(cfg_path.read_text())
+    try:
+        cfg: dict[str, Any] = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BackboneError(f"{cfg_path}: not valid JSON ({exc}); restore the checkpoint's preprocessor "
+                            "config or delete it to use the CLIP defaults") from None
     crop = cfg.get("crop_size", image_size)
     crop = crop.get("height", image_size) if isinstance(crop, dict) else int(crop)
     size = cfg.get("size", crop)
