@@ -136,7 +136,7 @@ def test_checkpoint_and_variants(vlm):
     assert m.similarity == "l2" and m.phases() == ["stage1", "stage2"]
     card = load_card("pros")
     assert set(card["defaults"]) <= set(card["provenance"])
-    assert resolve_config("pros", None, "sketchy")["phases"]["stage2"]["max_epochs"] == 200
+    assert resolve_config("pros", None, "sketchy")["phases"]["stage2"]["epochs"] == 200
 
 
 def test_single_domain_data_runs(vlm):

@@ -63,6 +63,8 @@ class RetrievalMethod(L.LightningModule):
     uses_boxes = False
     cacheable = False  # every trainable part sits after the frozen image encoder (H14)
     similarity = "cosine"
+    trainable = True  # False: nothing to train, no budget (zero-shot)
+    phase_names: tuple[str, ...] = ("main",)  # training phases, in order; multi-phase cards hold `phases.<name>`
 
     def __init__(self, vlm: FrozenVLM, info: DataInfo, cfg: dict[str, Any]) -> None:
         super().__init__()
@@ -85,11 +87,26 @@ class RetrievalMethod(L.LightningModule):
 
     # --- phases and trainable state -------------------------------------------------------------
     def phases(self) -> list[str]:
-        return ["main"]
+        return list(self.phase_names)
+
+    def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parts that a phase's `trains` list may select (multi-phase methods)."""
+        return {}
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
-        """Parameters trained in `phase`; default: every parameter the method owns."""
-        return [p for n, p in self.named_parameters() if not n.startswith("vlm.")]
+        """Parameters trained in `phase`: the groups its `trains` list names, else every parameter the method owns."""
+        trains = ((self.cfg.get("phases") or {}).get(phase) or {}).get("trains")
+        if trains is None:
+            return [p for n, p in self.named_parameters() if not n.startswith("vlm.")]
+        groups = self.trainable_groups()
+        unknown = sorted(set(trains) - set(groups))
+        if unknown:
+            raise ConfigError(f"phases.{phase}.trains of {self.name} names unknown parts {unknown}; "
+                              f"known: {', '.join(sorted(groups))}")
+        params: dict[int, nn.Parameter] = {}
+        for group in trains:
+            params.update({id(p): p for p in groups[group]})
+        return list(params.values())
 
     def set_phase(self, phase: str) -> None:
         if phase not in self.phases():
@@ -101,9 +118,9 @@ class RetrievalMethod(L.LightningModule):
 
     def phase_config(self) -> dict[str, Any]:
         """This phase's schedule keys: `phases.<name>` of the card over the top-level defaults."""
-        cfg = dict(self.cfg)
-        cfg.update((self.cfg.get("phases") or {}).get(self.phase, {}) or {})
-        return cfg
+        from .config import phase_configs
+
+        return phase_configs(self.cfg, [self.phase])[self.phase]
 
     def trainable_counts(self) -> dict[str, int]:
         """Trainable parameters per phase and in total (each tensor counted once)."""
@@ -228,11 +245,11 @@ def build_optimizer(params: list[nn.Parameter] | list[dict], cfg: dict[str, Any]
     lr = float(cfg.get("lr", 1e-3))
     wd = float(cfg.get("weight_decay", 0.0))
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=tuple(cfg.get("betas") or (0.9, 0.999)))
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=tuple(cfg.get("betas") or (0.9, 0.999)))
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(cfg.get("momentum", 0.0)))
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(cfg.get("momentum") or 0.0))
     raise ConfigError(f"unknown optimizer '{name}'; use adam, adamw or sgd")
 
 

@@ -1,7 +1,9 @@
 """Method cards (methods/<name>.yaml): defaults, variants, per-dataset overrides, provenance.
 
-Resolution order: card defaults <- variant <- dataset override <- user overrides (suite cell / CLI).
-Unknown override keys fail with the list of valid ones (DomainBed-style hyperparameter registry).
+Resolution order: card defaults <- variant <- dataset override <- user layers (suite overrides, `--set`).
+After every layer the merged config is validated against the method's declared schema (`schemas.py`), so
+an error names the layer that introduced it: an unknown key at any depth, a wrong type or a value out of
+range is one line with the key, its source and the valid choices.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ import copy
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ..errors import ConfigError
 from ..paths import method_cards_dir
+
+Layer = tuple[str, dict[str, Any]]  # (where it came from, partial config)
 
 
 def load_card(name: str) -> dict[str, Any]:
@@ -25,31 +30,131 @@ def load_card(name: str) -> dict[str, Any]:
     return card
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any], where: str, strict: bool = True) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any] | None) -> dict[str, Any]:
+    """`base` with `update` merged in; nested mappings merge key by key, anything else replaces."""
     out = copy.deepcopy(base)
     for key, value in (update or {}).items():
-        if strict and key not in out:
-            raise ConfigError(f"unknown option '{key}' in {where}; valid options: {', '.join(sorted(out))}")
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, f"{where}.{key}", strict=False)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-def resolve_config(name: str, variant: str | None = None, dataset: str | None = None,
-                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The resolved hyperparameters of one method for one cell."""
-    card = load_card(name)
-    cfg = copy.deepcopy(card["defaults"])
+def dotted(key: str, value: Any) -> dict[str, Any]:
+    """`phases.phase2.batch_size`, 64 -> {"phases": {"phase2": {"batch_size": 64}}}."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"bad option name '{key}'; write dotted keys like optimizer.lr")
+    out: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        out = {part: out}
+    return out
+
+
+def _card_layers(name: str, card: dict[str, Any], variant: str | None, dataset: str | None) -> list[Layer]:
     variants = card.get("variants", {}) or {}
-    variant = variant or card.get("default_variant")
+    layers: list[Layer] = []
     if variant is not None:
         if variant not in variants:
             raise ConfigError(f"method '{name}' has no variant '{variant}'; known: {', '.join(sorted(variants)) or 'none'}")
-        cfg = _merge(cfg, variants[variant] or {}, f"methods/{name}.yaml variants.{variant}")
+        layers.append((f"methods/{name}.yaml variants.{variant}", variants[variant] or {}))
     if dataset is not None:
-        cfg = _merge(cfg, (card.get("datasets", {}) or {}).get(dataset, {}) or {}, f"methods/{name}.yaml datasets.{dataset}")
-    cfg = _merge(cfg, overrides or {}, f"overrides for method '{name}'")
+        layers.append((f"methods/{name}.yaml datasets.{dataset}", (card.get("datasets", {}) or {}).get(dataset) or {}))
+    return layers
+
+
+def resolve_config(name: str, variant: str | None = None, dataset: str | None = None,
+                   overrides: dict[str, Any] | None = None, *, layers: list[Layer] | None = None) -> dict[str, Any]:
+    """The validated hyperparameters of one method for one cell.
+
+    `overrides` is one user layer (source: "overrides"); `layers` are further (source, partial config) pairs
+    applied in order, e.g. [("suite S overrides[2]", {...}), ("--set", {...})]."""
+    from .schemas import SCHEMAS
+
+    card = load_card(name)
+    schema = SCHEMAS.get(name)
+    if schema is None:
+        raise ConfigError(f"method '{name}' has no declared schema; add one to methods/schemas.py")
+    variant = variant or card.get("default_variant")
+    all_layers = _card_layers(name, card, variant, dataset)
+    if overrides:
+        all_layers.append((f"overrides for method '{name}'", overrides))
+    all_layers.extend(layers or [])
+    cfg = validate(schema, card["defaults"], name, f"methods/{name}.yaml defaults", previous=None)
+    for where, update in all_layers:
+        if not isinstance(update, dict):
+            raise ConfigError(f"{where}: method options for '{name}' must be a mapping, got {update!r}")
+        cfg = validate(schema, deep_merge(cfg, update), name, where, previous=cfg)
     cfg["variant"] = variant
     return cfg
+
+
+def validate(schema, cfg: dict[str, Any], method: str, where: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """`cfg` checked and coerced by `schema` (only the keys it has), or a one-line ConfigError."""
+    try:
+        return schema.model_validate(cfg).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, schema, f"method '{method}' (from {where})")) from None
+
+
+def describe_error(exc: ValidationError, schema, subject: str) -> str:
+    """The first validation error as one line: key, `subject` (what and where), problem, valid choices."""
+    errors = exc.errors()
+    loc = _keys(errors[0]["loc"])
+    key = ".".join(loc)
+    if errors[0]["type"] == "extra_forbidden":
+        under = f" under {'.'.join(loc[:-1])}" if loc[:-1] else ""
+        return (f"unknown option '{key}' for {subject}; "
+                f"valid keys{under}: {', '.join(schema_keys(schema, loc[:-1]))}")
+    # a union reports one error per member: say what each member wanted
+    msgs = list(dict.fromkeys(_sub_message(e, len(loc)) for e in errors if _keys(e["loc"])[:len(loc)] == loc))
+    got = errors[0].get("input")
+    got_text = "" if isinstance(got, dict) else f", got {got!r}"
+    what = f"bad value for '{key}'" if key else "inconsistent options"
+    return f"{what} of {subject}: {' or '.join(msgs)}{got_text}"
+
+
+def _sub_message(error: dict[str, Any], depth: int) -> str:
+    below = ".".join(_keys(error["loc"])[depth:])
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{below}: {msg}" if below else msg
+
+
+def _keys(loc: tuple) -> list[str]:
+    """Config keys of an error location, without pydantic's names of union members (e.g. `literal['none']`)."""
+    return [str(p) for p in loc if not ("[" in str(p) or str(p)[:1].isupper() or str(p).startswith("function-"))]
+
+
+def schema_keys(schema, path: list[str]) -> list[str]:
+    """The keys a schema accepts under `path` (a model nested through fields, optionals and unions)."""
+    from pydantic import BaseModel
+
+    model = schema
+    for part in path:
+        field = model.model_fields.get(part)
+        found = [a for a in _flatten(field.annotation)] if field is not None else []
+        models = [a for a in found if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:
+            return []
+        model = models[0]
+    return sorted(model.model_fields)
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    from typing import get_args
+
+    args = get_args(annotation)
+    if not args:
+        return [annotation]
+    return [leaf for arg in args for leaf in _flatten(arg)]
+
+
+def phase_configs(cfg: dict[str, Any], phases: list[str]) -> dict[str, dict[str, Any]]:
+    """Each phase's schedule keys: `phases.<name>` of the config over its top-level keys."""
+    out = {}
+    for phase in phases:
+        merged = {k: v for k, v in cfg.items() if k != "phases"}
+        merged.update((cfg.get("phases") or {}).get(phase) or {})
+        out[phase] = merged
+    return out

@@ -78,20 +78,12 @@ class ProS(BankPromptMethod):
                 "not_reproduced": "selection on the test split; simulator patch size 32; jitter on PIL uint8",
             }
 
-    def phases(self) -> list[str]:
-        return ["stage1", "stage2"]
+    phase_names = ("stage1", "stage2")
 
-    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
-        if phase == "stage1":
-            return [self.domain_bank, self.class_bank, self.text.ctx, self.proj_t]
-        return [
-            *self.simulator.parameters(),
-            self.templates,
-            self.text.ctx,
-            self.proj_t,
-            self.proj_v,
-            self.cls_emb,
-        ]
+    def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"domain_units": [self.domain_bank], "class_units": [self.class_bank], "text_context": [self.text.ctx],
+                "proj_t": [self.proj_t], "simulator": list(self.simulator.parameters()), "templates": [self.templates],
+                "proj_v": [self.proj_v], "cls_emb": [self.cls_emb]}
 
     def text_projection(self) -> Tensor:
         return self.proj_t

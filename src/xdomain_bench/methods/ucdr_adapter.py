@@ -251,8 +251,7 @@ class BankPromptMethod(RetrievalMethod):
     def opt(self, key: str) -> Any:
         return card_value(self.cfg, key, self.name)
 
-    def phases(self) -> list[str]:
-        return ["phase1", "phase2"]
+    phase_names = ("phase1", "phase2")
 
     def set_phase(self, phase: str) -> None:
         super().set_phase(phase)
@@ -339,10 +338,9 @@ class UCDRAdapter(BankPromptMethod):
                 "not_reproduced": "selection on the test split; jitter on PIL uint8 images (ours: floats)",
             }
 
-    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
-        if phase == "phase1":
-            return [self.domain_bank, self.class_bank, self.text.ctx]
-        return [*self.tpg.parameters(), self.cls_emb, self.proj_v]
+    def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"domain_bank": [self.domain_bank], "class_bank": [self.class_bank], "text_context": [self.text.ctx],
+                "tpg": list(self.tpg.parameters()), "cls_emb": [self.cls_emb], "proj_v": [self.proj_v]}
 
     # --- image paths ---------------------------------------------------------------------------------------
     def _encode(self, pixels: Tensor, prompts: Tensor, training: bool) -> Tensor:
@@ -383,6 +381,10 @@ class UCDRAdapter(BankPromptMethod):
         return self.finish(self._encode(pixels, self.generate_prompts(pixels), training=False))
 
     # --- training -------------------------------------------------------------------------------------------
+    def loss_weights(self) -> dict[str, float]:
+        """This phase's loss terms and weights (`phases.<phase>.losses`)."""
+        return card_value(self.phase_config(), "losses", self.name)
+
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         pixels = self.train_pixels(batch["pixels"])
         labels, domains = batch["label"], self.domain_ids(batch)
@@ -392,7 +394,7 @@ class UCDRAdapter(BankPromptMethod):
         prompts = self.generate_prompts(pixels, domains if masked else None, labels if masked else None)
         z = self._encode(pixels, prompts, training=False)  # token dropout is a phase-1 option only
         itc = self.itc_loss(z, labels, grad_text=False)
-        return itc, {"itc": itc.detach()}
+        return float(self.loss_weights()["itc"]) * itc, {"itc": itc.detach()}
 
     def _phase1_loss(
         self, pixels: Tensor, domains: Tensor, labels: Tensor
@@ -410,7 +412,7 @@ class UCDRAdapter(BankPromptMethod):
                 self.training,
             )
             self.queues.push(normalize(zm), labels)
-        weights = self.opt("loss_weights")
+        weights = self.loss_weights()
         itc = self.itc_loss(z, labels, grad_text=True)
         tri = queue_triplet_loss(
             normalize(z),

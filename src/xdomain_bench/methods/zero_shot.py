@@ -8,3 +8,4 @@ from .base import RetrievalMethod, register_method
 @register_method("zero_shot")
 class ZeroShot(RetrievalMethod):
     cacheable = True
+    trainable = False

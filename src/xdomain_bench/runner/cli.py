@@ -11,14 +11,37 @@ from ..errors import ConfigError
 
 
 def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
-    """`key=value` pairs; values parsed as YAML scalars (numbers, booleans, lists)."""
+    """`key=value` pairs; values parsed as YAML (numbers, booleans, lists, mappings); dotted keys nest:
+    `optimizer.lr=1e-3` -> {"optimizer": {"lr": 1e-3}}."""
+    from ..methods.config import deep_merge, dotted
+
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"bad {what} '{item}'; write key=value")
-        out[key] = yaml.safe_load(value)
+            raise ConfigError(f"bad {what} '{item}'; write key=value, e.g. optimizer.lr=1e-3")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"bad {what} '{item}': the value is not valid YAML; quote it, e.g. "
+                              f"{key}='\"text\"'") from None
+        out = deep_merge(out, dotted(key, parsed))
     return out
+
+
+def budget_label(args: argparse.Namespace) -> str | None:
+    """The budget the command line asks for: --max-steps N (= steps:N) or --budget SPEC, else None."""
+    from .budget import parse_budget
+
+    if args.max_steps is not None and args.budget is not None:
+        raise ConfigError("give either --max-steps or --budget, not both (--max-steps N means --budget steps:N)")
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}; it is the total training steps")
+        return f"steps:{args.max_steps}"
+    if args.budget is not None:
+        return parse_budget(args.budget, "--budget").label
+    return None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +63,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help="tiny-clip (default) | demo-clip | hf-clip:<hub id or dir>")
     p.add_argument("--allow-download", action="store_true", help="let hf-clip fetch weights from the hub")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-steps", type=int, help="total training steps over all phases (default: the card's)")
-    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="method hyperparameter override")
+    p.add_argument("--max-steps", type=int, help="total training steps over all phases (= --budget steps:N)")
+    p.add_argument("--budget", help="training budget: paper (each card's epochs; the default for one cell), "
+                   "matched:SAMPLES (same samples for every method) or steps:STEPS; overrides a suite's")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                   help="method option for one cell, dotted for nested keys: optimizer.lr=1e-3, "
+                   "phases.phase2.batch_size=64")
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="extra DataModule/protocol option")
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", help="auto | 32-true | bf16-mixed | 16-mixed")
@@ -53,15 +80,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run the frozen image encoder every step even for cacheable methods (H14 cache off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder (records, checkpoints)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="resolve every cell's config and budget from the real training-set sizes; train nothing, "
+                   "write nothing under --out")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print a JSON list, one object per cell")
     p.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.json and not args.dry_run:
+        raise ConfigError("--json goes with --dry-run (a run writes JSON records under OUT/records/)")
     if args.suite:
         return suite_command(args)
     if not args.method or not args.dataset:
         raise ConfigError("xbench run needs --method and --dataset (one cell) or --suite FILE (a matrix)")
     return cell_command(args)
+
+
+def _dry_run(cells: list, args: argparse.Namespace) -> int:
+    from .dry_run import plan_cells, print_plans
+
+    print_plans(plan_cells(cells, args.data_root), args.json)
+    return 0
 
 
 def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,12 +125,17 @@ def suite_command(args: argparse.Namespace) -> int:
     from .suite import expand_suite, load_suite, parse_only
     from .suite_run import run_suite
 
+    if args.overrides:
+        raise ConfigError("--set applies to one cell; in a suite, put method options in its overrides: "
+                          "[{where: {method: NAME}, method: {key: value}}]")
     suite = load_suite(args.suite)
     seeds = _parse_seeds(args.seeds)
-    cells = expand_suite(suite, backbone=args.backbone, seeds=seeds, max_steps=args.max_steps,
+    cells = expand_suite(suite, backbone=args.backbone, seeds=seeds, budget=budget_label(args),
                          only=parse_only(args.only))
     if not cells:
         raise ConfigError(f"suite {args.suite} expands to no cells (check --only)")
+    if args.dry_run:
+        return _dry_run(cells, args)
     summary = run_suite(cells, args.data_root, args.out, **_run_kwargs(args))
     return 0 if summary["failed"] == 0 else 1
 
@@ -99,9 +144,12 @@ def _parse_seeds(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
-        return [int(s) for s in text.split(",")]
+        seeds = [int(s) for s in text.split(",")]
     except ValueError:
-        raise ConfigError(f"bad --seeds '{text}'; write comma-separated integers, e.g. 0,1,2") from None
+        seeds = [-1]
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"bad --seeds '{text}'; write comma-separated integers >= 0, e.g. 0,1,2")
+    return seeds
 
 
 def cell_command(args: argparse.Namespace) -> int:
@@ -117,19 +165,26 @@ def cell_command(args: argparse.Namespace) -> int:
         data_options["paper_profile"] = args.paper_profile
     _check_names(args.method, args.dataset)
     from ..data.base import get_dataset
+    from ..methods.config import resolve_config
 
     protocol = args.protocol or get_dataset(args.dataset).default_protocol()
+    get_dataset(args.dataset).protocol_info(protocol)
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    overrides = parse_overrides(args.overrides, "--set")
+    resolve_config(args.method, args.method_variant, args.dataset, layers=[("--set", overrides)])  # fail before work
     cell = Cell(method=args.method, dataset=args.dataset, protocol=protocol, variant=args.variant,
                 holdout=args.holdout, seed=args.seed, backbone=args.backbone or "tiny-clip", method_variant=args.method_variant,
-                max_steps=args.max_steps, data_options=data_options,
-                method_overrides=parse_overrides(args.overrides, "--set"))
+                budget=budget_label(args) or "paper", data_options=data_options, method_overrides=overrides)
+    if args.dry_run:
+        return _dry_run([cell], args)
     record = run_cell(cell, args.data_root, args.out, raise_errors=True, **_run_kwargs(args))
     if record["status"] == "worker":  # a DDP rank > 0: rank 0 reports
         return 0
     console = Console()
     detail = record.get("reason") or ", ".join(f"{k}={v:.4f}" for k, v in record.get("metrics", {}).items())
-    console.print(f"[bold]{cell.method}[/] on {cell.dataset}/{cell.protocol}/{cell.variant}: "
-                  f"{record['status']} {detail}")
+    console.print(f"[bold]{cell.method}[/] on {cell.dataset}/{cell.protocol}/{cell.variant} "
+                  f"(backbone {cell.backbone}, budget {cell.budget}): {record['status']} {detail}")
     return 0 if record["status"] in ("ok", "n/a") else 1  # n/a: the method says why it cannot run here
 
 

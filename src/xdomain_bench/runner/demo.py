@@ -222,9 +222,12 @@ DATASET_COST = {"fdrd": 2.0}  # caption data: text-tower work on every step
 
 
 def task_cost(group: list) -> float:
-    """A rough cost, for ordering only: steps x per-step cost, plus one evaluation per gallery."""
+    """A rough cost, for ordering only: budget (steps or samples) x per-step cost, plus one evaluation per gallery."""
+    from .budget import parse_budget
+
     cell = group[0]
-    steps = (cell.max_steps or 0) * STEP_COST.get(cell.method, 1.0) * DATASET_COST.get(cell.dataset, 1.0)
+    amount = parse_budget(cell.budget, "demo").amount or 0
+    steps = amount * STEP_COST.get(cell.method, 1.0) * DATASET_COST.get(cell.dataset, 1.0)
     return steps + 10.0 * len(group)
 
 
@@ -296,7 +299,12 @@ def demo_command(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite or project_root() / "benchmarks" / "suites" / "demo.yaml")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     backbone = args.backbone or suite.get("backbone") or "demo-clip"
-    cells = expand_suite(suite, backbone=backbone, seeds=seeds, max_steps=args.max_steps, only=parse_only(args.only))
+    budget = None
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
+        budget = f"steps:{args.max_steps}"
+    cells = expand_suite(suite, backbone=backbone, seeds=seeds, budget=budget, only=parse_only(args.only))
     if not cells:
         raise ConfigError(f"the demo suite {suite['_path']} expands to no cells (check --only)")
     if args.jobs < 1:

@@ -12,22 +12,35 @@ from typing import Any
 import lightning as L
 import torch
 
-from ..errors import XBenchError
+from ..errors import ConfigError, XBenchError
 from ..io_utils import atomic_write, atomic_write_json
+from .budget import record_trained
 from .records import Cell, new_record, write_record
 from .trainer import build_trainer, resolve_accelerator, resolve_precision
 
 
-def phase_steps(method, total: int | None) -> dict[str, int]:
-    """Split a total step budget over the method's phases by their `step_fraction` (default: equal)."""
-    phases = method.phases()
-    if total is None:
-        total = int(method.cfg.get("max_steps", 100))
-    fracs = [float(((method.cfg.get("phases") or {}).get(p) or {}).get("step_fraction", 1.0 / len(phases)))
-             for p in phases]
-    norm = sum(fracs) or 1.0
-    steps = [max(1, round(total * f / norm)) for f in fracs]
-    return dict(zip(phases, steps))
+def plan_budget(method_cls, cfg: dict[str, Any], cell: Cell, n_train: int) -> dict[str, Any]:
+    """The cell's budget resolved for its method's phases and training-set size (runner/budget.py)."""
+    from ..methods.config import load_card, phase_configs
+    from .budget import parse_budget, resolve_budget
+
+    budget = parse_budget(cell.budget, f"cell {cell.slug()}")
+    if not method_cls.trainable:
+        return {"policy": budget.policy, "label": budget.label, "n_train": n_train, "phases": []}
+    phases = phase_configs(cfg, list(method_cls.phase_names))
+    return resolve_budget(budget, phases, n_train, load_card(cell.method).get("provenance"))
+
+
+def split_test_selection(data_options: dict[str, Any], variant: str) -> tuple[dict[str, Any], bool]:
+    """Data options without `allow_test_selection`, and whether it was given (legal under `paper` only)."""
+    options = dict(data_options)
+    allow = options.pop("allow_test_selection", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"allow_test_selection must be true or false, got {allow!r}")
+    if allow and variant != "paper":
+        raise ConfigError("allow_test_selection is legal only under --variant paper (the published codes' "
+                          "protocol); clean protocols always select on their validation split")
+    return options, allow
 
 
 def global_rank() -> int:
@@ -38,7 +51,8 @@ def global_rank() -> int:
 
 
 def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precision: str, progress: bool,
-               devices: int = 1, strategy: str = "auto", data=None) -> dict[str, Any]:
+               devices: int = 1, strategy: str = "auto", data=None, *, budget: dict[str, Any],
+               test_selection: bool = False) -> dict[str, Any]:
     """Fit every phase in order, restoring each phase's best validation checkpoint.
 
     A finished phase leaves `selected.pt` (trainable state only) and `done.json`; an interrupted one
@@ -46,11 +60,13 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
     Under DDP every rank trains and restores the same weights; only rank 0 writes files.
     `data` (a `CachedFeatureData` over `dm`, for cacheable methods) replaces `dm` as what Lightning loads
     from: same batches and resume fast-forward, cached frozen features instead of pixels (H14).
+    `budget` (plan_budget) gives each phase's steps and validation interval; `test_selection` selects on
+    the test split where the protocol has no validation split (`paper` variant, explicitly allowed only).
     """
     info: dict[str, Any] = {"phases": []}
-    has_val = bool(dm.val_dataloader())
-    budget = phase_steps(method, cell.max_steps)
-    for phase, steps in budget.items():
+    has_val = bool(dm.val_dataloader()) or test_selection
+    for plan in budget["phases"]:
+        phase = plan["name"]
         method.set_phase(phase)
         if not any(p.requires_grad for p in method.parameters()):
             info["phases"].append({"name": phase, "steps": 0, "skipped": "no trainable parameters"})
@@ -61,25 +77,42 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
             method.load_state_dict(torch.load(phase_dir / "selected.pt", map_location=method.device), strict=False)
             info["phases"].append({**json.loads(done.read_text()), "reused": True})
             continue
-        info["phases"].append(_fit_one_phase(method, dm, phase, steps, phase_dir, has_val, accelerator, precision,
-                                             progress, devices, strategy, data))
+        source = data if data is not None else dm
+        if test_selection and not dm.val_dataloader():
+            source = TestSelectionData(source)
+        info["phases"].append(_fit_one_phase(method, dm, plan, phase_dir, has_val, accelerator, precision,
+                                             progress, devices, strategy, source))
     return info
 
 
-def _fit_one_phase(method, dm, phase: str, steps: int, phase_dir: Path, has_val: bool, accelerator: str,
-                   precision: str, progress: bool, devices: int, strategy: str, data=None) -> dict[str, Any]:
+class TestSelectionData(L.LightningDataModule):
+    """Training data whose validation loaders are the test split (`allow_test_selection`, paper variant)."""
+
+    def __init__(self, base) -> None:
+        super().__init__()
+        self.base = base
+
+    def train_dataloader(self):
+        return self.base.train_dataloader()
+
+    def val_dataloader(self):
+        return self.base.test_dataloader()
+
+
+def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: bool, accelerator: str,
+                   precision: str, progress: bool, devices: int, strategy: str, source) -> dict[str, Any]:
+    phase, steps = plan["name"], int(plan["steps"])
     pcfg = method.phase_config()
-    dm.batch_size = int(pcfg.get("batch_size", dm.batch_size))  # the cached loaders read it from `dm` too
+    dm.batch_size = int(plan["batch_size"])  # the cached loaders read it from `dm` too
     select_on_val = has_val and pcfg.get("selection", "val") == "val"
-    val_every = max(1, steps // int(pcfg.get("val_checks", 4)))
     trainer, ckpt = build_trainer(max_steps=steps, accelerator=accelerator, precision=precision,
-                                  ckpt_dir=phase_dir, has_val=select_on_val, val_every=val_every,
-                                  progress=progress, early_stop_patience=pcfg.get("early_stop_patience"),
+                                  ckpt_dir=phase_dir, has_val=select_on_val, val_every=int(plan["val_every"]),
+                                  progress=progress, early_stop_patience=plan["early_stop_patience"],
                                   devices=devices, strategy=strategy)
     resume = phase_dir / "resume.ckpt"
     resuming = resume.is_file()
     t0 = time.perf_counter()
-    trainer.fit(method, datamodule=data if data is not None else dm, ckpt_path=str(resume) if resuming else None)
+    trainer.fit(method, datamodule=source, ckpt_path=str(resume) if resuming else None)
     if trainer.interrupted:
         raise KeyboardInterrupt(f"training of phase {phase} was interrupted; re-run to resume from {resume}")
     entry: dict[str, Any] = {"name": phase, "steps": int(trainer.global_step), "seconds": time.perf_counter() - t0,
@@ -88,7 +121,8 @@ def _fit_one_phase(method, dm, phase: str, steps: int, phase_dir: Path, has_val:
     if ckpt is not None and ckpt.best_model_path:
         state = torch.load(ckpt.best_model_path, map_location=method.device, weights_only=False)
         method.load_state_dict(state["state_dict"], strict=False)
-        entry["selected"] = {"metric": method.info.selection_metric, "split": "val",
+        split = "test" if isinstance(source, TestSelectionData) else "val"
+        entry["selected"] = {"metric": method.info.selection_metric, "split": split,
                              "value": float(ckpt.best_model_score), "step": int(state.get("global_step", -1))}
     else:
         why = "no validation split" if not has_val else f"phase {phase} keeps its last weights (card)"
@@ -132,12 +166,15 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_do
         precision = resolve_precision(precision, accelerator)
         method_cls = get_method_class(cell.method)
         cfg = resolve_config(cell.method, cell.method_variant, cell.dataset, cell.method_overrides)
+        data_options, test_selection = split_test_selection(cell.data_options, cell.variant)
         vlm = load_backbone(cell.backbone, allow_download=allow_download)
         dm = RetrievalDataModule(cell.dataset, data_root, cell.protocol, cell.variant, cell.holdout,
                                  preprocess=vlm.preprocess, batch_size=int(cfg.get("batch_size", 32)),
                                  eval_batch_size=int(cfg.get("eval_batch_size", 128)), num_workers=num_workers,
-                                 seed=cell.seed, **cell.data_options)
+                                 seed=cell.seed, **data_options)
         dm.setup()
+        budget = plan_budget(method_cls, cfg, cell, len(dm.role_frame("train")))
+        record["budget"] = budget
         reason = method_cls.unsupported_reason(dm.info)
         if reason:
             record.update(status="n/a", reason=reason, method_config=cfg, backbone=vlm.describe(),
@@ -146,16 +183,18 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_do
         method = method_cls(vlm, dm.info, cfg)
         record.update(method_config=cfg, backbone=vlm.describe(), precision=precision, device=_device_name(accelerator),
                       trainable_params=method.trainable_counts(), manifest=_manifest_summary(dm))
-        trains = method.has_training() and (cell.max_steps is None or cell.max_steps > 0)
-        data = _cached_data(method, dm, cell, accelerator, precision, trains, devices) if feature_cache else None
+        trains = method.has_training() and bool(budget["phases"])
+        data = _cached_data(method, dm, budget, accelerator, precision, trains, devices) if feature_cache else None
         record["feature_cache"] = data.describe() if data is not None else {
             "used": False, "reason": "turned off" if method.cacheable else "method is not cacheable"}
         t_fit = time.perf_counter()
         if trains:
             record["training"] = fit_phases(method, dm, cell, out_dir, accelerator, precision, progress,
-                                            devices, strategy, data)
+                                            devices, strategy, data, budget=budget, test_selection=test_selection)
         else:
             record["training"] = {"phases": [], "note": "no training"}
+        record["budget"] = record_trained(budget, record["training"])
+        record["selection"] = selection_of(record["training"])
         if global_rank() != 0:
             return {**record, "status": "worker"}
         method.to(torch.device("cuda" if accelerator == "cuda" else "cpu"))
@@ -187,22 +226,30 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_do
     return _finish(out_dir, cell, record)
 
 
-def _cached_data(method, dm, cell: Cell, accelerator: str, precision: str, trains: bool, devices: int):
-    """The H14 feature-cache view of `dm` for a cacheable method, with the features of the roles this cell
-    reads ready (train and val only when it trains), else None. A one-phase run shorter than an epoch needs
-    only the train rows of its batches (DDP ranks share the first steps x devices batches)."""
+def _cached_data(method, dm, budget: dict[str, Any], accelerator: str, precision: str, trains: bool, devices: int):
+    """The H14 feature-cache view of `dm` for a cacheable method, with the features of the training roles
+    ready (train and val), else None; test features are computed after the fit, when evaluation asks.
+    A one-phase run shorter than an epoch needs only the train rows of its batches (DDP ranks share the
+    first steps x devices batches)."""
     if not getattr(method, "cacheable", False):
         return None
     from ..methods.feature_cache import CachedFeatureData
 
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if accelerator == "cuda" else "cpu"
-    roles = ("train", "val_query", "val_gallery", "query", "gallery") if trains else ("query", "gallery")
+    roles = ("train", "val_query", "val_gallery") if trains else ()
     batches = None
-    if trains and len(method.phases()) == 1:
-        method.set_phase(method.phases()[0])
-        dm.batch_size = int(method.phase_config().get("batch_size", dm.batch_size))  # as _fit_one_phase sets it
-        batches = phase_steps(method, cell.max_steps)[method.phase] * max(1, int(devices))
+    if trains and len(budget["phases"]) == 1:
+        method.set_phase(budget["phases"][0]["name"])
+        dm.batch_size = int(budget["phases"][0]["batch_size"])  # as _fit_one_phase sets it
+        batches = int(budget["phases"][0]["steps"]) * max(1, int(devices))
     return CachedFeatureData(method, dm, device=device, precision=precision).prepare(roles, train_batches=batches)
+
+
+def selection_of(training: dict[str, Any]) -> dict[str, Any]:
+    """Which split chose the evaluated weights: test (tagged test-selected), val, or none (last weights)."""
+    splits = [(p.get("selected") or {}).get("split") for p in training.get("phases", [])]
+    split = "test" if "test" in splits else "val" if "val" in splits else None
+    return {"split": split, "tag": "test-selected" if split == "test" else None}
 
 
 def _finish(out_dir: Path, cell: Cell, record: dict[str, Any]) -> dict[str, Any]:

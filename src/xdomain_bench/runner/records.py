@@ -29,7 +29,7 @@ class Cell:
     seed: int = 0
     backbone: str = "tiny-clip"
     method_variant: str | None = None
-    max_steps: int | None = None
+    budget: str = "paper"  # a budget label: paper | matched:SAMPLES | steps:STEPS (runner/budget.py)
     data_options: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -42,8 +42,7 @@ class Cell:
             parts.append("data=" + json.dumps(self.data_options, sort_keys=True))
         if self.method_overrides:
             parts.append("overrides=" + json.dumps(self.method_overrides, sort_keys=True))
-        if self.max_steps is not None:
-            parts.append(f"max_steps={self.max_steps}")
+        parts.append(f"budget={self.budget}")
         return "|".join(parts)
 
     def slug(self) -> str:
@@ -75,12 +74,21 @@ def read_record(path: Path) -> dict[str, Any]:
         raise XBenchError(f"unreadable record {path}: {exc}; delete it and re-run its cell") from None
 
 
-def row_identity(cell: dict[str, Any]) -> tuple:
-    """What names a leaderboard row (method, data, seed, backbone), from a cell's dict: records with this in
-    common but another cell key were made with different settings and must not both count."""
+def row_identity(cell: dict[str, Any], record: dict[str, Any] | None = None, *, backbone: str | None = None) -> tuple:
+    """What names one row of the long leaderboard: method, dataset, protocol, variant, holdout, gallery,
+    backbone, budget, selection tag and seed. Rows that differ in any of these are never averaged; two records
+    with all of it in common but another cell key were made with different settings and must not both count.
+
+    The backbone is `backbone` if given (the leaderboard's label), else the record's weights hash, else the
+    cell's spec with known checkpoints under one name (`ViT-B/32`). The selection tag needs the record."""
+    from ..leaderboard.identity import backbone_key, budget_label, record_backbone, selection_tag
+
     gallery = (cell.get("data_options") or {}).get("gallery")
+    if backbone is None:
+        spec, sha = record_backbone(record) if record is not None else (cell.get("backbone"), None)
+        backbone = backbone_key(spec or cell.get("backbone"), sha)
     return (cell["method"], cell["dataset"], cell["protocol"], cell.get("variant"), cell.get("holdout"), gallery,
-            cell.get("seed"), cell.get("backbone"))
+            backbone, budget_label(cell, record), selection_tag(record), cell.get("seed"))
 
 
 def read_records(out_dir: str | Path) -> list[dict[str, Any]]:

@@ -1,91 +1,141 @@
-"""Suites: YAML matrices of methods × datasets × protocols × variants × seeds (× held-out domains, galleries)."""
+"""Suites: YAML matrices of methods × datasets × protocols × variants × seeds (× held-out domains, galleries).
+
+A suite is validated whole when it is loaded: its own keys and types against `SuiteFile`, then every cell's
+budget and resolved method config (card + suite overrides), so no typo is found only when its cell runs.
+"""
 
 from __future__ import annotations
 
-import copy
+import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from ..errors import ConfigError
+from ..methods.config import deep_merge, describe_error, resolve_config
+from .budget import parse_budget
 from .records import Cell
 
-SUITE_KEYS = ("name", "description", "backbone", "seeds", "max_steps", "methods", "variants", "datasets", "overrides")
-PROTOCOL_KEYS = ("holdouts", "galleries", "variants", "data")
-OVERRIDE_KEYS = ("where", "max_steps", "method", "data", "skip", "method_variant")
 WHERE_KEYS = ("method", "dataset", "protocol", "variant", "holdout", "gallery", "seed")
+Scalar = str | int | None
+Match = Scalar | list[Scalar]
 
 
-def _check_keys(obj: dict[str, Any], valid: tuple[str, ...], where: str) -> None:
-    unknown = sorted(set(obj) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(valid)}")
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProtocolSpec(_Strict):
+    holdouts: list[str] | None = None
+    galleries: list[str] | None = None
+    variants: list[Literal["clean", "paper"]] | None = None
+    data: dict[str, Any] | None = None
+
+
+class DatasetSpec(_Strict):
+    protocols: dict[str, ProtocolSpec | None]
+
+
+class Where(_Strict):
+    method: Match = None
+    dataset: Match = None
+    protocol: Match = None
+    variant: Match = None
+    holdout: Match = None
+    gallery: Match = None
+    seed: Match = None
+
+
+class Override(_Strict):
+    where: Where | None = None
+    budget: str | dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    skip: StrictBool = False
+    method_variant: str | None = None
+
+
+class SuiteFile(_Strict):
+    name: str
+    description: str | None = None
+    backbone: str | None = None
+    seeds: Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)] = [0]
+    budget: str | dict[str, Any]
+    methods: Literal["all"] | list[str]
+    variants: list[Literal["clean", "paper"]] | None = None
+    datasets: dict[str, DatasetSpec | None]
+    overrides: list[Override] = []
 
 
 def load_suite(path: str | Path) -> dict[str, Any]:
+    """The suite's mapping, checked against `SuiteFile` (types, unknown keys, a budget that parses)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"suite file not found: {path}; suites live in benchmarks/suites/*.yaml")
     try:
         suite = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"malformed suite {path}: {exc}") from None
+        raise ConfigError(f"malformed suite {path}: {' '.join(str(exc).split())}") from None
     if not isinstance(suite, dict):
-        raise ConfigError(f"suite {path} must be a mapping with keys {', '.join(SUITE_KEYS)}")
-    _check_keys(suite, SUITE_KEYS, str(path))
-    for key in ("methods", "datasets"):
-        if key not in suite:
-            raise ConfigError(f"suite {path} needs '{key}'")
-    for dname, dspec in (suite["datasets"] or {}).items():
-        _check_keys(dspec or {}, ("protocols",), f"{path} datasets.{dname}")
-        for pname, pspec in ((dspec or {}).get("protocols") or {}).items():
-            _check_keys(pspec or {}, PROTOCOL_KEYS, f"{path} datasets.{dname}.protocols.{pname}")
+        raise ConfigError(f"suite {path} must be a mapping with keys {', '.join(SuiteFile.model_fields)}")
+    if "max_steps" in suite or any(isinstance(o, dict) and "max_steps" in o for o in suite.get("overrides") or []):
+        raise ConfigError(f"suite {path}: 'max_steps' is no longer a suite key; state a budget instead, "
+                          "e.g. budget: {policy: steps, steps: 40} (or policy paper / matched)")
+    try:
+        SuiteFile.model_validate(suite)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, SuiteFile, f"suite {path}")) from None
+    parse_budget(suite["budget"], f"suite {path} budget")
     for i, ov in enumerate(suite.get("overrides") or []):
-        _check_keys(ov, OVERRIDE_KEYS, f"{path} overrides[{i}]")
-        _check_keys(ov.get("where") or {}, WHERE_KEYS, f"{path} overrides[{i}].where")
+        if ov.get("budget") is not None:
+            parse_budget(ov["budget"], f"suite {path} overrides[{i}].budget")
     suite["_path"] = str(path)
     return suite
 
 
 def _matches(where: dict[str, Any], fields: dict[str, Any]) -> bool:
     for key, want in where.items():
-        have = fields.get(key)
+        if want is None:
+            continue
         wanted = want if isinstance(want, list) else [want]
-        if have not in wanted:
+        if fields.get(key) not in wanted:
             return False
     return True
 
 
 def expand_suite(suite: dict[str, Any], *, backbone: str | None = None, seeds: list[int] | None = None,
-                 max_steps: int | None = None, only: dict[str, list[str]] | None = None) -> list[Cell]:
-    """All cells of a suite, in a stable order, with per-cell overrides applied."""
-    from ..data.base import dataset_names
+                 budget: str | None = None, only: dict[str, list[str]] | None = None) -> list[Cell]:
+    """All cells of a suite, in a stable order, with per-cell overrides applied and every config validated.
+
+    `budget` (a label such as steps:40, from --budget or --max-steps) replaces the suite's and its overrides'."""
+    from ..data.base import dataset_names, get_dataset
     from ..methods.base import method_names
 
-    methods = suite["methods"]
-    methods = method_names() if methods == "all" else list(methods)
+    path = suite["_path"]
     known_methods = method_names()
+    methods = known_methods if suite["methods"] == "all" else list(suite["methods"])
     for m in methods:
         if m not in known_methods:
-            raise ConfigError(f"suite {suite['_path']}: unknown method '{m}'; known: {', '.join(known_methods)}")
-    known_data = dataset_names()
+            raise ConfigError(f"suite {path}: unknown method '{m}'; known: {', '.join(known_methods)}")
     seeds = seeds if seeds is not None else list(suite.get("seeds") or [0])
     backbone = backbone or suite.get("backbone") or "tiny-clip"
     cells: list[Cell] = []
     for dname, dspec in suite["datasets"].items():
-        if dname not in known_data:
-            raise ConfigError(f"suite {suite['_path']}: unknown dataset '{dname}'; known: {', '.join(known_data)}")
+        if dname not in dataset_names():
+            raise ConfigError(f"suite {path}: unknown dataset '{dname}'; known: {', '.join(dataset_names())}")
         for pname, pspec in ((dspec or {}).get("protocols") or {}).items():
+            get_dataset(dname).protocol_info(pname)  # unknown protocol -> one line naming the known ones
             pspec = pspec or {}
-            variants = pspec.get("variants") or suite.get("variants") or ["clean"]
             for method in methods:
-                for variant in variants:
+                for variant in pspec.get("variants") or suite.get("variants") or ["clean"]:
                     for holdout in pspec.get("holdouts") or [None]:
                         for gallery in pspec.get("galleries") or [None]:
                             for seed in seeds:
-                                cell = _make_cell(suite, method, dname, pname, variant, holdout, gallery, seed,
-                                                  backbone, max_steps, pspec.get("data") or {})
+                                fields = {"method": method, "dataset": dname, "protocol": pname, "variant": variant,
+                                          "holdout": holdout, "gallery": gallery, "seed": seed}
+                                cell = _make_cell(suite, fields, backbone, budget, pspec.get("data") or {})
                                 if cell is not None:
                                     cells.append(cell)
     if only:
@@ -108,28 +158,47 @@ def _check_only(only: dict[str, list[str]], cells: list[Cell]) -> None:
                                   f"{', '.join(have)}")
 
 
-def _make_cell(suite, method, dataset, protocol, variant, holdout, gallery, seed, backbone, max_steps, data):
-    fields = {"method": method, "dataset": dataset, "protocol": protocol, "variant": variant, "holdout": holdout,
-              "gallery": gallery, "seed": seed}
-    data_options = copy.deepcopy(data)
-    if gallery is not None:
-        data_options["gallery"] = gallery
-    steps = max_steps if max_steps is not None else suite.get("max_steps")
-    method_overrides: dict[str, Any] = {}
+def _make_cell(suite: dict[str, Any], fields: dict[str, Any], backbone: str, cli_budget: str | None,
+               data: dict[str, Any]) -> Cell | None:
+    path = suite["_path"]
+    data_options = dict(data)
+    if fields["gallery"] is not None:
+        data_options["gallery"] = fields["gallery"]
+    budget = parse_budget(suite["budget"], f"suite {path} budget")
+    layers: list[tuple[str, dict[str, Any]]] = []
     method_variant = None
-    for ov in suite.get("overrides") or []:
+    for i, ov in enumerate(suite.get("overrides") or []):
         if not _matches(ov.get("where") or {}, fields):
             continue
         if ov.get("skip"):
             return None
-        if "max_steps" in ov and max_steps is None:
-            steps = ov["max_steps"]
-        method_overrides.update(ov.get("method") or {})
+        if ov.get("budget") is not None:
+            budget = parse_budget(ov["budget"], f"suite {path} overrides[{i}].budget")
+        if ov.get("method"):
+            layers.append((f"suite {path} overrides[{i}].method", ov["method"]))
         data_options.update(ov.get("data") or {})
         method_variant = ov.get("method_variant", method_variant)
-    return Cell(method=method, dataset=dataset, protocol=protocol, variant=variant, holdout=holdout, seed=seed,
-                backbone=backbone, method_variant=method_variant, max_steps=steps, data_options=data_options,
-                method_overrides=method_overrides)
+    if cli_budget is not None:
+        budget = parse_budget(cli_budget, "--budget")
+    overrides: dict[str, Any] = {}
+    for _, layer in layers:
+        overrides = deep_merge(overrides, layer)
+    _validate_config(fields["method"], method_variant, fields["dataset"], layers)
+    return Cell(method=fields["method"], dataset=fields["dataset"], protocol=fields["protocol"],
+                variant=fields["variant"], holdout=fields["holdout"], seed=fields["seed"], backbone=backbone,
+                method_variant=method_variant, budget=budget.label, data_options=data_options,
+                method_overrides=overrides)
+
+
+_VALIDATED: dict[str, bool] = {}
+
+
+def _validate_config(method: str, method_variant: str | None, dataset: str, layers: list) -> None:
+    """Resolve (and so validate) one method config; each distinct one once per process."""
+    key = json.dumps([method, method_variant, dataset, layers], sort_keys=True, default=str)
+    if key not in _VALIDATED:
+        resolve_config(method, method_variant, dataset, layers=layers)
+        _VALIDATED[key] = True
 
 
 def parse_only(text: str | None) -> dict[str, list[str]] | None:
