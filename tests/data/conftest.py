@@ -7,6 +7,8 @@ straight from `datasets/splits/`, and per-(domain, class) file counts follow the
 from __future__ import annotations
 
 import io
+import os
+import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -104,9 +106,45 @@ def dn_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def sparse_root(tmp_path) -> Path:
+    """Every class folder present (a complete tree), but only a few hold files."""
     root = tmp_path / "data"
-    make_tree(root, sparse_count, empty_folders=False)
+    make_tree(root, sparse_count)
     return root
+
+
+class _ShuffledScandir:
+    """os.scandir stand-in yielding the real entries in a seeded random order."""
+
+    def __init__(self, real, path):
+        self.entries = list(real(path))
+        random.Random(str(path)).shuffle(self.entries)
+
+    def __enter__(self):
+        return iter(self.entries)
+
+    def __exit__(self, *exc):
+        return False
+
+    def __iter__(self):
+        return iter(self.entries)
+
+
+@pytest.fixture
+def shuffled_listing(monkeypatch):
+    """Directory listings (os.scandir, os.listdir, Path.iterdir) in a random, non-sorted order; yields
+    the real os.scandir so a test can check the shuffle took effect."""
+    real_scandir, real_listdir, real_iterdir = os.scandir, os.listdir, Path.iterdir
+    monkeypatch.setattr(os, "scandir", lambda p=".": _ShuffledScandir(real_scandir, p))
+    monkeypatch.setattr(os, "listdir", lambda p=".": random.Random(str(p)).sample(real_listdir(p), len(real_listdir(p))))
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(random.Random(str(self)).sample(
+        list(real_iterdir(self)), len(list(real_iterdir(self))))))
+    yield real_scandir
+    monkeypatch.undo()
+
+
+def listing_is_shuffled(real_scandir, folder: Path) -> bool:
+    """True when os.scandir(folder) now lists in another order than the real one."""
+    return [e.name for e in os.scandir(folder)] != [e.name for e in real_scandir(folder)]
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import random
 import shutil
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from dn_fixture import listing_is_shuffled
 
 from xdomain_bench.data.base import get_dataset
 from xdomain_bench.data.manifest import ROLES, write_manifest
@@ -155,22 +155,14 @@ def test_closed_train_gallery_option_marks_not_same_set(full):
         get_dataset("cub").build_manifest(full, "fgir_open", gallery="train")
 
 
-def test_listing_order_does_not_change_the_manifest_bytes(scratch, full, monkeypatch):
+def test_listing_order_does_not_change_the_manifest_bytes(scratch, full, shuffled_listing):
     adapter = get_dataset("cub")
     write_manifest(adapter.build_manifest(full, "fgir_closed"), scratch / "a.csv")
-    real_iterdir = pathlib.Path.iterdir
-    rnd = random.Random(5)
-
-    def shuffled(self):
-        items = list(real_iterdir(self))
-        rnd.shuffle(items)
-        return iter(items)
-
-    monkeypatch.setattr(pathlib.Path, "iterdir", shuffled)
+    shuffled_listing_on = listing_is_shuffled(shuffled_listing, full / "CUB_200_2011" / "images")
     write_manifest(adapter.build_manifest(full, "fgir_closed"), scratch / "b.csv")
-    monkeypatch.undo()
     assert (scratch / "a.csv").read_bytes() == (scratch / "b.csv").read_bytes()
     assert (scratch / "a.meta.json").read_bytes() == (scratch / "b.meta.json").read_bytes()
+    assert shuffled_listing_on
 
 
 BROKEN = [  # (file, line number, replacement line, expected message fragment)

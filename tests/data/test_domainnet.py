@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import random
-from pathlib import Path
 
 import pytest
 from dn_fixture import TreeModel as T
+from dn_fixture import listing_is_shuffled
 
 from xdomain_bench.data.base import get_dataset
 from xdomain_bench.data.manifest import ROLES, write_manifest
@@ -159,30 +157,9 @@ def test_listing_rule_and_sidecar(dn, dn_root):
     assert m.meta["counts_per_role_domain_class"][key] == n("sketch", TEST[0])
 
 
-class _ShuffledScandir:
-    def __init__(self, real, path):
-        self.entries = list(real(path))
-        random.Random(str(path)).shuffle(self.entries)
-
-    def __enter__(self):
-        return iter(self.entries)
-
-    def __exit__(self, *exc):
-        return False
-
-    def __iter__(self):
-        return iter(self.entries)
-
-
-def test_shuffled_directory_listing_gives_byte_identical_manifest(dn, dn_root, tmp_path, monkeypatch):
+def test_shuffled_directory_listing_gives_byte_identical_manifest(dn, dn_root, tmp_path, shuffled_listing):
     a = write_manifest(dn.build_manifest(dn_root, "ucdr", gallery="mixed"), tmp_path / "a.csv")
-    real_scandir, real_listdir, real_iterdir = os.scandir, os.listdir, Path.iterdir
-    monkeypatch.setattr(os, "scandir", lambda p=".": _ShuffledScandir(real_scandir, p))
-    monkeypatch.setattr(os, "listdir", lambda p=".": random.Random(str(p)).sample(real_listdir(p), len(real_listdir(p))))
-    monkeypatch.setattr(Path, "iterdir", lambda self: iter(random.Random(str(self)).sample(
-        list(real_iterdir(self)), len(list(real_iterdir(self))))))
-    assert [e.name for e in os.scandir(dn_root / "DomainNet" / "real" / "apple")] != sorted(
-        e.name for e in real_scandir(dn_root / "DomainNet" / "real" / "apple"))
+    assert listing_is_shuffled(shuffled_listing, dn_root / "DomainNet" / "real" / "apple")
     b = write_manifest(dn.build_manifest(dn_root, "ucdr", gallery="mixed"), tmp_path / "b.csv")
     assert a.read_bytes() == b.read_bytes()
     assert (tmp_path / "a.meta.json").read_bytes() == (tmp_path / "b.meta.json").read_bytes()
@@ -234,11 +211,25 @@ def test_split_files_cross_check(dn, sparse_root):
 
 @pytest.mark.parametrize("bad", ["clipart/aircraft_carrier/a.png", "clipart/a.png 0", "clipart/x/a.png  0",
                                  "sketch/aircraft_carrier/a.png 0", "clipart/aircraft_carrier/a.png 345"])
-def test_malformed_split_line_names_file_and_line(dn, sparse_root, bad):
+def test_malformed_split_line_only_warns(dn, sparse_root, bad, tmp_path, caplog):
+    reference = write_manifest(dn.build_manifest(sparse_root, "ucdr"), tmp_path / "ref.csv")
     path = sparse_root / "DomainNet" / "clipart_train.txt"
     path.write_text(f"clipart/{TRAIN[0]}/clipart_000_000000.png 0\n{bad}\n")
-    with pytest.raises(DataError, match=f"{path}:2: malformed split-file line"):
-        dn.build_manifest(sparse_root, "ucdr")
+    with caplog.at_level("WARNING"):
+        m = dn.build_manifest(sparse_root, "ucdr")
+    assert f"{path}:2: malformed split-file line" in caplog.text
+    check = m.meta["split_files"]
+    assert check["entries"] == 1 and check["malformed_count"] == 1
+    assert check["malformed"][0].startswith("clipart_train.txt:2: malformed split-file line")
+    assert str(sparse_root) not in str(m.meta)  # the sidecar holds no machine-specific path
+    assert write_manifest(m, tmp_path / "m.csv").read_bytes() == reference.read_bytes()
+    assert any(w.startswith(f"{path}:2: malformed") for w in dn.verify(sparse_root, check_images=False).warnings)
+
+
+def test_split_file_that_is_not_utf8_only_warns(dn, sparse_root):
+    (sparse_root / "DomainNet" / "real_test.txt").write_bytes(b"real/\xff\xfe/a.png 0\n")
+    check = dn.build_manifest(sparse_root, "ucdr").meta["split_files"]
+    assert check["malformed_count"] == 1 and check["malformed"][0].startswith("real_test.txt: not UTF-8 text")
 
 
 def test_verify_against_card_reports_count_mismatches(dn, dn_root):

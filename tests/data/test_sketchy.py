@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
-import random
 import shutil
 import tempfile
 import time
@@ -12,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dn_fixture import listing_is_shuffled
 from PIL import Image
 
 from xdomain_bench.data.base import get_dataset
@@ -127,18 +126,24 @@ def test_class_ids_are_sorted_indices_and_rows_in_normative_order(tree):
     assert keys == sorted(keys)
 
 
-def test_unflattened_layout_gives_same_roles_with_real_paths(scratch, tree):
+def test_archived_and_flattened_layouts_give_byte_identical_manifests(scratch, tree):
     ds = make_tree(scratch, sketch_rel="sketch/tx_000000000000")
     (ds / "sketch" / "tx_000000000001" / "ant").mkdir(parents=True)  # another augmentation: ignored
     (ds / "sketch" / "tx_000000000001" / "ant" / "extra.png").write_bytes(b"x")
-    a = get_dataset("sketchy").build_manifest(scratch, "uccdr_random25", "clean")
-    b = get_dataset("sketchy").build_manifest(tree, "uccdr_random25", "clean")
-    assert a.counts() == b.counts()
-    q = a.role("query")
-    assert all(p.startswith("sketch/tx_000000000000/") for p in q["relpath"])
-    assert set(q["domain"]) == {"sketch"}
-    assert all((ds / p).is_file() for p in a.rows["relpath"])
-    assert not any("tx_000000000001" in p for p in a.rows["relpath"])
+    adapter = get_dataset("sketchy")
+    for name, root in (("archived", scratch), ("flat", tree)):
+        write_manifest(adapter.build_manifest(root, "uccdr_random25", "clean"), scratch / f"{name}.csv")
+    assert (scratch / "archived.csv").read_bytes() == (scratch / "flat.csv").read_bytes()
+    assert (scratch / "archived.meta.json").read_bytes() == (scratch / "flat.meta.json").read_bytes()
+    m = read_manifest(scratch / "archived.csv")
+    # PROTOCOLS §3.1: the canonical form is the flattened one, sketch/<class>/<file>
+    q = m.role("query")
+    assert all(p.startswith("sketch/") and p.count("/") == 2 for p in q["relpath"])
+    paths = adapter.file_paths(scratch, list(m.rows["relpath"]))
+    sketch_paths = [p for p, d in zip(paths, m.rows["domain"]) if d == "sketch"]
+    assert sketch_paths and all(p.parent.parent.name == "tx_000000000000" and p.is_file() for p in sketch_paths)
+    assert all(p.is_file() for p in paths)
+    assert not any("tx_000000000001" in str(p) for p in paths)
 
 
 def test_hyphenated_folder_is_refused_with_the_rename(scratch):
@@ -177,23 +182,15 @@ def test_missing_classes_are_refused_unless_allowed(scratch):
     assert "zebra" not in set(m.rows["class_name"]) and len(classes_of(m, "train")) == 92
 
 
-def test_listing_order_does_not_change_the_manifest_bytes(scratch, tree, monkeypatch):
+def test_listing_order_does_not_change_the_manifest_bytes(scratch, tree, shuffled_listing):
     make_tree(scratch / "b", reverse=True)
     adapter = get_dataset("sketchy")
     write_manifest(adapter.build_manifest(tree, "uccdr_eccv21"), scratch / "a.csv")
-    real_iterdir = pathlib.Path.iterdir
-    rnd = random.Random(7)
-
-    def shuffled(self):
-        items = list(real_iterdir(self))
-        rnd.shuffle(items)
-        return iter(items)
-
-    monkeypatch.setattr(pathlib.Path, "iterdir", shuffled)
+    shuffled_listing_on = listing_is_shuffled(shuffled_listing, scratch / "b" / "Sketchy" / "sketch")
     write_manifest(adapter.build_manifest(scratch / "b", "uccdr_eccv21"), scratch / "b.csv")
-    monkeypatch.undo()
     assert (scratch / "a.csv").read_bytes() == (scratch / "b.csv").read_bytes()
     assert (scratch / "a.meta.json").read_bytes() == (scratch / "b.meta.json").read_bytes()
+    assert shuffled_listing_on
     back = read_manifest(scratch / "b.csv")
     assert back.counts() == adapter.build_manifest(tree, "uccdr_eccv21").counts()
 

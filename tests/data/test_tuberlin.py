@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
-import random
 import re
 import shutil
 import tempfile
@@ -12,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dn_fixture import listing_is_shuffled
 
 from xdomain_bench.data.base import get_dataset
 from xdomain_bench.data.manifest import ROLES, write_manifest
@@ -131,13 +130,23 @@ def test_raw_names_are_normalised_and_alias_folder_is_accepted(scratch, tree):
     for role in ROLES:
         assert classes_of(raw, role) == classes_of(ref, role)
     assert list(raw.rows["class_id"]) == list(ref.rows["class_id"])
-    assert all((ds / p).is_file() for p in raw.rows["relpath"])
+    # PROTOCOLS §4.1: relpaths take the prepared (canonical) form, so both trees give the same bytes
+    write_manifest(raw, scratch / "raw.csv")
+    write_manifest(ref, scratch / "prepared.csv")
+    assert (scratch / "raw.csv").read_bytes() == (scratch / "prepared.csv").read_bytes()
+    assert (scratch / "raw.meta.json").read_bytes() == (scratch / "prepared.meta.json").read_bytes()
+    i = CLASSES.index("trombone")
     photos = raw.rows[raw.rows["domain"] == "images"]
-    row = photos[photos["class_name"] == "trombone"].iloc[0]
-    assert row["relpath"].startswith("images/tromobone/") and row["relpath"].endswith(".JPEG")
-    assert set(photos[photos["relpath"].str.startswith("images/mouse/")]["class_name"]) == {"mouse_(animal)"}
-    assert raw.meta["uppercase_JPEG_files"] == 250
-    assert raw.meta["unnormalised_folders"]["sketches"]["t-shirt"] == "t_shirt"
+    assert list(photos[photos["class_name"] == "trombone"]["relpath"]) == [f"images/trombone/p{i}.jpg"]
+    assert f"sketches/t_shirt/{CLASSES.index('t_shirt') * 80 + 1}.png" in set(raw.rows["relpath"])
+    paths = dict(zip(raw.rows["relpath"], get_dataset("tuberlin").file_paths(scratch, list(raw.rows["relpath"]))))
+    assert paths[f"images/trombone/p{i}.jpg"] == ds / "images" / "tromobone" / f"p{i}.JPEG"
+    assert paths[f"sketches/t_shirt/{CLASSES.index('t_shirt') * 80 + 1}.png"].parent == ds / "sketches" / "t-shirt"
+    j = CLASSES.index("mouse_(animal)")
+    assert paths[f"images/mouse_(animal)/p{j}.jpg"] == ds / "images" / "mouse" / f"p{j}.JPEG"
+    assert all(p.is_file() for p in paths.values())
+    counts = get_dataset("tuberlin").verify(scratch).counts
+    assert counts["images_unnormalised_folders"] > 0 and counts["sketches_unnormalised_folders"] > 0
 
 
 def test_colliding_folder_names_are_refused(scratch):
@@ -155,6 +164,15 @@ def test_photo_folder_without_sketch_class_is_refused(scratch):
         get_dataset("tuberlin").build_manifest(scratch, "uccdr_random30")
 
 
+def test_two_files_with_one_canonical_name_are_refused(scratch):
+    ds = make_tree(scratch, raw=True)
+    folder = ds / "images" / raw_photo_folder("trombone")
+    (folder / f"p{CLASSES.index('trombone')}.jpg").write_bytes(b"y")  # beside p<i>.JPEG
+    with pytest.raises(DataError, match=r"both normalise to 'p\d+\.jpg'") as exc:
+        get_dataset("tuberlin").build_manifest(scratch, "uccdr_random30")
+    assert str(folder) in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_missing_test_class_is_refused_unless_allowed(scratch):
     make_tree(scratch, classes=[c for c in CLASSES if c != "banana"])
     with pytest.raises(DataError, match="banana"):
@@ -163,23 +181,15 @@ def test_missing_test_class_is_refused_unless_allowed(scratch):
     assert classes_of(m, "query") == set(TEST) - {"banana"}
 
 
-def test_listing_order_does_not_change_the_manifest_bytes(scratch, tree, monkeypatch):
+def test_listing_order_does_not_change_the_manifest_bytes(scratch, tree, shuffled_listing):
     make_tree(scratch / "b", reverse=True)
     adapter = get_dataset("tuberlin")
     write_manifest(adapter.build_manifest(tree, "uccdr_random30"), scratch / "a.csv")
-    real_iterdir = pathlib.Path.iterdir
-    rnd = random.Random(3)
-
-    def shuffled(self):
-        items = list(real_iterdir(self))
-        rnd.shuffle(items)
-        return iter(items)
-
-    monkeypatch.setattr(pathlib.Path, "iterdir", shuffled)
+    shuffled_listing_on = listing_is_shuffled(shuffled_listing, scratch / "b" / "TUBerlin" / "sketches")
     write_manifest(adapter.build_manifest(scratch / "b", "uccdr_random30"), scratch / "b.csv")
-    monkeypatch.undo()
     assert (scratch / "a.csv").read_bytes() == (scratch / "b.csv").read_bytes()
     assert (scratch / "a.meta.json").read_bytes() == (scratch / "b.meta.json").read_bytes()
+    assert shuffled_listing_on
 
 
 def test_verify_checks_a_real_tree_against_the_card(tree):

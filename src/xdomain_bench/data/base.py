@@ -7,6 +7,7 @@ tree against the card's expected counts, and writes a synthetic twin of the layo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class VerifyReport:
     root: str
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # worth reading, but do not fail `ok`
 
     @property
     def ok(self) -> bool:
@@ -91,6 +93,25 @@ class DatasetAdapter(ABC):
         if root.name in (self.folder, *self.folder_aliases):
             return root
         raise DataError(f"no {self.folder}/ folder under {root}; expected {self.layout_hint()}")
+
+    def image_root(self, root: str | Path) -> Path:
+        """Folder that manifest relpaths are relative to (the dataset folder unless overridden)."""
+        return self.dataset_dir(root)
+
+    def file_paths(self, root: str | Path, relpaths: Sequence[str]) -> list[Path]:
+        """The files on disk for manifest relpaths. Relpaths are canonical (PROTOCOLS §3.1, §4.1);
+        adapters whose accepted layouts store files elsewhere map them back here."""
+        base = self.image_root(root)
+        return [base / r for r in relpaths]
+
+    def missing_parts(self, root: str | Path, protocol: str, holdout: str | None = None) -> list[str]:
+        """Domain and class folders the card (or a synthetic tree's marker) expects but the tree lacks,
+        as paths relative to the dataset folder; [] for a complete tree."""
+        return []
+
+    def identity_options(self, root: str | Path, options: dict[str, Any]) -> dict[str, Any]:
+        """Protocol options in the form a manifest sidecar records them (identity of the manifest)."""
+        return dict(options)
 
     def layout_hint(self) -> str:
         return self.card.get("layout_hint", f"<root>/{self.folder}/...")

@@ -66,7 +66,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     adapter = get_dataset(args.name)
     start = time.perf_counter()
     path = adapter.synth(args.root, scale=args.scale, seed=args.seed)
-    Console().print(f"wrote synthetic {args.name} ({args.scale}, seed {args.seed}) to {path} "
+    output_console().print(f"wrote synthetic {args.name} ({args.scale}, seed {args.seed}) to {path} "
                     f"in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -84,7 +84,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     table.add_column("rows", justify="right")
     for role, n in manifest.counts().items():
         table.add_row(role, str(n))
-    console = Console()
+    console = output_console()
     console.print(table)
     console.print(f"wrote {path} and its sidecar; listing_sha256 {manifest.meta.get('listing_sha256')}",
                   markup=False, highlight=False)
@@ -94,7 +94,19 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         console.print(f"skipped {n_skipped} non-image or hidden files (listed in the sidecar)")
     for key, note in manifest.meta.get("notes", {}).items():
         console.print(f"[dim]{key}:[/dim] {note}")
+    split_files = manifest.meta.get("split_files") or {}
+    for line in split_files.get("malformed", []):
+        console.print(f"warning: {line}", markup=False, highlight=False)
     return 0
+
+
+def output_console() -> Console:
+    """A console that never wraps a line: on a terminal long lines fold softly; piped or redirected
+    output (rich assumes 80 columns there) gets every line whole."""
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(soft_wrap=True, width=100_000)
+    return console
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -103,13 +115,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if "skip_bad_images" in inspect.signature(adapter.verify).parameters:
         kwargs["skip_bad_images"] = args.skip_bad_images
     report = adapter.verify(args.root, **kwargs)
-    console = Console()
+    console = output_console()
     table = Table(title=f"{args.name} at {report.root}")
     table.add_column("count")
     table.add_column("value", justify="right")
     for key, value in report.counts.items():
         table.add_row(key, str(value))
     console.print(table)
+    if report.warnings:
+        console.print(f"[yellow]{len(report.warnings)} warning(s)[/yellow] (these do not fail verification):")
+        for line in report.warnings:
+            console.print(f"  - {line}", markup=False, highlight=False)
     if report.ok:
         console.print(f"[green]OK[/green]: {args.name} tree at {report.root} passed verification")
         return 0

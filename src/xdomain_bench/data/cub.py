@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError, DataError
 from .base import DatasetAdapter, VerifyReport, register_dataset
+from .completeness import ALLOW_OPTION
 from .listing import listing_sha256
 from .manifest import Manifest, assemble
 from .sampling import sample_split
@@ -205,7 +206,7 @@ class CUBAdapter(DatasetAdapter):
     def build_manifest(self, root: str | Path, protocol: str, variant: str = "clean",
                        holdout: str | None = None, **options: Any) -> Manifest:
         info = self.protocol_info(protocol)
-        known = {"crop_bbox": False, **({"trainval": False} if protocol == "fgir_open" else {"gallery": "test"})}
+        known = {"crop_bbox": False, ALLOW_OPTION: False, **({"trainval": False} if protocol == "fgir_open" else {"gallery": "test"})}
         opts = check_variant_and_options(variant, holdout, options, known)
         if opts.get("gallery") not in (None, "test", "train"):
             raise ConfigError(f"gallery='{opts['gallery']}' is not supported; use 'test' (same-set) or 'train'")

@@ -18,6 +18,7 @@ from ..errors import ConfigError, DataError
 from ..paths import cache_dir as default_cache_dir
 from ..vlm.preprocess import ImagePreprocess
 from .base import DatasetAdapter, get_dataset
+from .completeness import ALLOW_OPTION, check_complete, missing_notes
 from .images import load_image
 from .info import DataInfo, build_info
 from .manifest import GENERATOR_VERSION, ROLES, Manifest, read_manifest, write_manifest
@@ -44,11 +45,13 @@ class ManifestDataset(Dataset):
     """Rows of one role; items are dicts (see RetrievalDataModule for the keys)."""
 
     def __init__(self, rows: pd.DataFrame, image_root: Path, transform: EvalTransform | TrainTransform,
-                 info: DataInfo, crop_to_box: bool = False) -> None:
+                 info: DataInfo, crop_to_box: bool = False, paths: list[Path] | None = None) -> None:
         self.image_root = image_root
         self.crop_to_box = crop_to_box
         self.transform = transform
-        self.relpaths = list(rows["relpath"])
+        self.relpaths = list(rows["relpath"])  # canonical (layout-independent) forms
+        # the files as stored: equal to image_root / relpath except in layouts the adapter maps
+        self.paths = list(paths) if paths is not None else [image_root / r for r in self.relpaths]
         self.class_ids = [int(c) for c in rows["class_id"]]
         label_of = {c: i for i, c in enumerate(info.train_class_ids)}
         domain_of = {d: i for i, d in enumerate(info.train_domains)}
@@ -68,7 +71,7 @@ class ManifestDataset(Dataset):
         """`key` is a row index, or (row index, augmentation seed) from a seeded batch sampler."""
         i, aug_seed = key if isinstance(key, tuple) else (key, None)
         try:
-            img = load_image(self.image_root / self.relpaths[i], invert=self.invert[i])
+            img = load_image(self.paths[i], invert=self.invert[i])
         except DataError as exc:
             raise WorkerDataError(str(exc)) from None
         box = self.boxes[i]
@@ -151,11 +154,16 @@ class RetrievalDataModule(L.LightningDataModule):
         adapter.protocol_info(protocol)  # unknown protocol -> ConfigError listing the known ones
         holdout = self.holdout if self.holdout is not None else adapter.default_holdout(protocol)
         self.protocol, self.holdout = protocol, holdout
+        allow_missing = bool(self.protocol_options.get(ALLOW_OPTION, False))
+        missing = check_complete(adapter, self.root, protocol, holdout, allow_missing)
         manifest, notes = load_or_build_manifest(
             adapter, self.root, protocol, self.variant, holdout, self.protocol_options,
             manifest_path=self.manifest_path, cache_dir=self.cache_dir,
             allow_listing_mismatch=self.allow_listing_mismatch)
-        self.image_root = _image_root(adapter, self.root)
+        notes.update(missing_notes(missing))
+        self.image_root = adapter.image_root(self.root)
+        unique = sorted(set(manifest.rows["relpath"]))
+        self._path_of = dict(zip(unique, adapter.file_paths(self.root, unique)))
         rows = manifest.rows
         if self.skip_bad_images:
             rows, notes["skipped_images"] = self._drop_bad_images(rows)
@@ -170,8 +178,9 @@ class RetrievalDataModule(L.LightningDataModule):
 
     def _drop_bad_images(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         unique = sorted(set(rows["relpath"]))
-        bad = find_bad_images(self.image_root / r for r in unique)
-        bad_rel = {str(p.relative_to(self.image_root).as_posix()) for p, _ in bad}
+        rel_of = {self._path_of[r]: r for r in unique}
+        bad = find_bad_images(self._path_of[r] for r in unique)
+        bad_rel = {rel_of[p] for p, _ in bad}
         for path, reason in bad:
             log.warning("skipping bad image %s: %s", path, reason)
         return rows[~rows["relpath"].isin(bad_rel)], sorted(bad_rel)
@@ -206,7 +215,9 @@ class RetrievalDataModule(L.LightningDataModule):
         info = self._require_setup()
         tf = self._train_tf if train_transform else self._eval_tf
         crop = bool((self.manifest.meta.get("options") or {}).get("crop_bbox", False))
-        return ManifestDataset(self.role_frame(role), self.image_root, tf, info, crop_to_box=crop)
+        frame = self.role_frame(role)
+        return ManifestDataset(frame, self.image_root, tf, info, crop_to_box=crop,
+                               paths=[self._path_of[r] for r in frame["relpath"]])
 
     # --- loaders ----------------------------------------------------------------------------------
     def _loader_kwargs(self) -> dict[str, Any]:
@@ -243,12 +254,6 @@ class RetrievalDataModule(L.LightningDataModule):
         return [self.eval_dataloader("query"), self.eval_dataloader("gallery")]
 
 
-def _image_root(adapter: DatasetAdapter, root: Path) -> Path:
-    """Folder that manifest relpaths are relative to (adapters may define `image_root`)."""
-    hook = getattr(adapter, "image_root", None)
-    return Path(hook(root)) if callable(hook) else adapter.dataset_dir(root)
-
-
 def _limit_train(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
     """Keep a fixed seeded subset of `limit` train rows (same subset for every run seed), in manifest order."""
     if limit < 1:
@@ -265,9 +270,11 @@ def _limit_train(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
 # --- manifest cache and verification (PROTOCOLS §1.2) -----------------------------------------------
 def manifest_cache_path(cache_dir: Path, adapter: DatasetAdapter, root: Path, protocol: str, variant: str,
                         holdout: str | None, options: dict[str, Any]) -> Path:
-    """Cache file keyed by dataset/protocol/variant/holdout/options and the root's absolute path."""
+    """Cache file keyed by dataset/protocol/variant/holdout/options (in their identity form, e.g. annotation
+    files by content) and the root's absolute path."""
     key = {"dataset": adapter.name, "protocol": protocol, "variant": variant, "holdout": holdout,
-           "options": options, "root": str(Path(root).resolve()), "generator": GENERATOR_VERSION}
+           "options": adapter.identity_options(root, options), "root": str(Path(root).resolve()),
+           "generator": GENERATOR_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
     return cache_dir / f"{adapter.name}-{protocol}-{variant}-{holdout or 'none'}-{digest}.csv"
 
@@ -295,7 +302,8 @@ def load_or_build_manifest(adapter: DatasetAdapter, root: Path, protocol: str, v
         path = manifest_cache_path(cdir, adapter, root, protocol, variant, holdout, options)
     if supplied or path.is_file():
         manifest = read_manifest(path)
-        _check_identity(manifest, path, adapter.name, protocol, variant, holdout, options)
+        _check_identity(manifest, path, adapter.name, protocol, variant, holdout,
+                        adapter.identity_options(root, options))
         manifest = _verify_listing(manifest, path, adapter, root, protocol, variant, holdout, options,
                                    supplied, allow_listing_mismatch, notes)
     else:
@@ -336,8 +344,7 @@ def _verify_listing(manifest: Manifest, path: Path, adapter: DatasetAdapter, roo
         raise DataError(f"the dataset tree under {root} differs from the one manifest {path} was made from "
                         f"(listing_sha256 {local[:12]}… vs {str(stored)[:12]}…); {fix}, "
                         "or pass allow_listing_mismatch=True to drop missing files (row marked nonstandard)")
-    image_root = _image_root(adapter, root)
-    exists = [(image_root / r).is_file() for r in manifest.rows["relpath"]]
+    exists = [p.is_file() for p in adapter.file_paths(root, list(manifest.rows["relpath"]))]
     rows = manifest.rows[exists].reset_index(drop=True)
     dropped = len(manifest.rows) - len(rows)
     log.warning("listing mismatch for %s: dropped %d manifest rows whose files are missing", path, dropped)

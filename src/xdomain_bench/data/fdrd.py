@@ -44,9 +44,7 @@ SYNTH_MARKER = ".xbench_synth.json"
 
 @dataclass
 class FdrdVerifyReport(VerifyReport):
-    """VerifyReport plus warnings (e.g. negative lists of unexpected length) that do not fail `ok`."""
-
-    warnings: list[str] = field(default_factory=list)
+    """VerifyReport of FDRD; its warnings (e.g. negative lists of unexpected length) do not fail `ok`."""
 
 
 @dataclass
@@ -121,7 +119,7 @@ class FdrdAdapter(DatasetAdapter):
     # --- manifest -----------------------------------------------------------------------------------
     def build_manifest(self, root: str | Path, protocol: str = "itr", variant: str = "clean",
                        holdout: str | None = None, annotations: Any = None, datasets: Any = None,
-                       **options: Any) -> Manifest:
+                       allow_missing_classes: bool = False, **options: Any) -> Manifest:
         """The `itr` manifest (§6.6) for the selected CoOp datasets; DataError names file and key."""
         self.protocol_info(protocol)
         if variant not in ("clean", "paper"):
@@ -130,7 +128,7 @@ class FdrdAdapter(DatasetAdapter):
             raise ConfigError(f"fdrd has no held-out domains; got holdout={holdout!r}, pass none")
         if options:
             raise ConfigError(f"unknown fdrd option(s) {', '.join(sorted(options))}; "
-                              "known: annotations, datasets")
+                              "known: annotations, datasets, allow_missing_classes")
         data_root = self.data_root(root)
         ctx = _Context(data_root)
         found = _group(self._sources(root, annotations))
@@ -151,11 +149,11 @@ class FdrdAdapter(DatasetAdapter):
             info[ds] = {"class_offset": offset, "num_classes": len(class_names) - offset,
                         "test": len(part.test), "train": len(part.pool) - len(val_ids), "val": len(val_ids),
                         "val_source": val_source, "stats": _stats(part.test),
-                        "annotation_files": {k: _show(p, data_root) for k, p in sorted(part.files.items())}}
+                        "annotation_files": {k: p.name for k, p in sorted(part.files.items())}}
         meta = {
             "dataset": self.name, "protocol": protocol, "variant": variant, "holdout": None,
-            "options": {k: _jsonable(v) for k, v in (("annotations", annotations), ("datasets", datasets))
-                        if v is not None},
+            "options": self.identity_options(root, {"annotations": annotations, "datasets": datasets,
+                                                    "allow_missing_classes": allow_missing_classes or None}),
             "selected_datasets": selected,
             "seeds": {"val_fallback_seed": "category_id", "val_fallback_fraction": frac},
             "listing_sha256": listing_sha256(r for d in sorted(COOP) if (data_root / d).is_dir()
@@ -169,6 +167,14 @@ class FdrdAdapter(DatasetAdapter):
             "notes": _notes(variant, selected, info),
         }
         return assemble(records, meta)
+
+    def identity_options(self, root: str | Path, options: dict[str, Any]) -> dict[str, Any]:
+        """Options as a manifest records them: supplied annotations by the content hash of their files
+        (names and bytes), never by the path as typed, so a manifest verifies on any machine."""
+        out = {k: _jsonable(v) for k, v in options.items() if v is not None}
+        if options.get("annotations") is not None:
+            out["annotations"] = "sha256:" + _files_sha256(self._sources(root, options["annotations"]))
+        return out
 
     def write_canonical(self, root: str | Path, out: str | Path, variant: str = "paper",
                         **options: Any) -> list[Path]:
@@ -493,13 +499,6 @@ def _notes(variant: str, selected: list[str], info: dict[str, Any]) -> dict[str,
         notes.update(itr_relevance="equivalent_captions", hard_negatives="cleaned",
                      validation={ds: v["val_source"] for ds, v in info.items()})
     return notes
-
-
-def _show(path: Path, data_root: Path) -> str:
-    try:
-        return path.resolve().relative_to(data_root.resolve()).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _jsonable(value: Any) -> Any:

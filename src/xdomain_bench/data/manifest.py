@@ -13,7 +13,7 @@ import pandas as pd
 from ..errors import DataError
 from ..io_utils import atomic_write, atomic_write_json
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: canonical relpaths (Sketchy, TU-Berlin), FDRD annotations by content
 ROLES = ("train", "val_query", "val_gallery", "query", "gallery")
 BASE_COLUMNS = ["relpath", "class_name", "class_id", "domain", "role"]
 OPTIONAL_COLUMNS = ["captions", "hard_negatives", "box", "image_id"]

@@ -12,8 +12,9 @@ from typing import Any
 
 from ..errors import ConfigError, DataError
 from .base import DatasetAdapter, VerifyReport, read_class_list, register_dataset
+from .completeness import ALLOW_OPTION, check_complete, missing_notes
 from .images import load_image
-from .listing import IMAGE_EXTENSIONS, list_subdirs, listing_sha256
+from .listing import MAX_LISTED, is_image_name, list_subdirs, listing_sha256, scandir_names, short_list
 from .manifest import Manifest, assemble
 from .sampling import sample_split
 from .synth.sketch_pairs import check_scale, first_n, read_synth_marker, write_sketch_photo_tree
@@ -21,31 +22,31 @@ from .synth.sketch_pairs import check_scale, first_n, read_synth_marker, write_s
 SKETCH, PHOTO = "sketch", "extended_photo"
 TX = "tx_000000000000"
 VARIANTS = ("clean", "paper")
-MAX_LISTED = 10
 
 
 # --- helpers shared with TU-Berlin -------------------------------------------------------------
 def scan_class_folder(folder: Path) -> tuple[list[str], list[str]]:
     """(image names, skipped names) directly inside `folder`, both sorted (PROTOCOLS §1.2 listing rule)."""
     images, skipped = [], []
-    for p in folder.iterdir():
-        if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-            images.append(p.name)
-        else:
-            skipped.append(p.name)
+    for entry in scandir_names(folder):
+        (images if entry.is_file() and is_image_name(entry.name) else skipped).append(entry.name)
     return sorted(images), sorted(skipped)
 
 
-def scan_domain(dataset_dir: Path, rel: str, folders: Iterable[str] | None = None
+def scan_domain(dataset_dir: Path, rel: str, folders: Iterable[str] | None = None, prefix: str | None = None
                 ) -> tuple[dict[str, list[str]], list[str]]:
-    """{class folder: sorted relpaths} under `<dataset_dir>/<rel>/`, plus the skipped relpaths."""
+    """{class folder: sorted relpaths} under `<dataset_dir>/<rel>/`, plus the skipped relpaths.
+
+    Relpaths start with `prefix` (default `rel`): a layout whose files sit deeper than the canonical
+    form (Sketchy's archived `sketch/tx_000000000000/`) is listed under its canonical prefix."""
     base = dataset_dir / rel
+    head = rel if prefix is None else prefix
     out: dict[str, list[str]] = {}
     skipped: list[str] = []
     for name in (list_subdirs(base) if folders is None else folders):
         images, skip = scan_class_folder(base / name)
-        out[name] = [f"{rel}/{name}/{f}" for f in images]
-        skipped += [f"{rel}/{name}/{f}" for f in skip]
+        out[name] = [f"{head}/{name}/{f}" for f in images]
+        skipped += [f"{head}/{name}/{f}" for f in skip]
     return out, skipped
 
 
@@ -84,12 +85,6 @@ def check_variant_and_options(variant: str, holdout: str | None, options: Mappin
     return {**known, **options}
 
 
-def short_list(items: Sequence[str]) -> str:
-    """`a, b, c` (first few) plus how many more: error messages stay one line."""
-    head = ", ".join(items[:MAX_LISTED])
-    return head + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
-
-
 def image_problems(dataset_dir: Path, relpaths: Iterable[str], limit: int = 200) -> list[str]:
     """Decode every image (PIL `.load()`); one line per zero-byte, truncated or unreadable file."""
     problems: list[str] = []
@@ -118,7 +113,10 @@ def count_problems(where: str, actual: int, expected: int, exact: bool, toleranc
 # --- the adapter -------------------------------------------------------------------------------
 @register_dataset("sketchy")
 class SketchyAdapter(DatasetAdapter):
-    """Sketchy-Extended: `sketch/<class>/` (or `sketch/tx_000000000000/<class>/`) and `extended_photo/<class>/`."""
+    """Sketchy-Extended: `sketch/<class>/` (or `sketch/tx_000000000000/<class>/`) and `extended_photo/<class>/`.
+
+    Manifest relpaths are canonical (`sketch/<class>/<file>`, the flattened form) in both layouts, so a
+    flattened and an archived copy of the same images give byte-identical manifests."""
 
     name = "sketchy"
     folder = "Sketchy"
@@ -190,23 +188,43 @@ class SketchyAdapter(DatasetAdapter):
             problems = self._check_folders(dataset_dir, rel, folders)
             if problems:
                 raise DataError(problems[0] + (f" ({len(problems) - 1} more such folders)" if len(problems) > 1 else ""))
-            listing[domain], skip = scan_domain(dataset_dir, rel, folders)
+            listing[domain], skip = scan_domain(dataset_dir, rel, folders, prefix=domain)
             skipped += skip
         return listing, skipped, sketch_rel
 
+    def file_paths(self, root: str | Path, relpaths: Sequence[str]) -> list[Path]:
+        """Canonical `sketch/<class>/<file>` relpaths resolve into `sketch/tx_000000000000/` in an
+        archived (unflattened) tree (PROTOCOLS §3.1); everything else is relative to the dataset folder."""
+        ds = self.dataset_dir(root)
+        sketch_rel = self.sketch_dir(ds)
+        head = SKETCH + "/"
+        if sketch_rel == SKETCH:
+            return [ds / r for r in relpaths]
+        return [ds / (sketch_rel + r[len(SKETCH):] if r.startswith(head) else r) for r in relpaths]
+
+    def missing_parts(self, root: str | Path, protocol: str, holdout: str | None = None) -> list[str]:
+        """Class folders (canonical `sketch/<class>`, `extended_photo/<class>`) of the 125 classes, or of a
+        synthetic tree's marker, that the tree lacks; a missing domain folder is `<domain>/`."""
+        ds = self.dataset_dir(root)
+        marker = read_synth_marker(ds)
+        wanted = marker["classes"] if marker else self.all_classes()
+        missing: list[str] = []
+        for domain, rel in ((SKETCH, self.sketch_dir(ds)), (PHOTO, PHOTO)):
+            if not (ds / rel).is_dir():
+                missing.append(f"{domain}/")
+                continue
+            have = set(list_subdirs(ds / rel))
+            missing += [f"{domain}/{c}" for c in wanted if c not in have]
+        return missing
+
     def build_manifest(self, root: str | Path, protocol: str, variant: str = "clean",
                        holdout: str | None = None, **options: Any) -> Manifest:
-        opts = check_variant_and_options(variant, holdout, options, {"allow_missing_classes": False})
+        opts = check_variant_and_options(variant, holdout, options, {ALLOW_OPTION: False})
         split = self.split_classes(protocol)
         ds = self.dataset_dir(root)
-        listing, skipped, sketch_rel = self._listing(ds)
+        listing, skipped, _ = self._listing(ds)
         synthetic = read_synth_marker(ds) is not None
-        for domain, by_class in listing.items():
-            missing = sorted(set(self.all_classes()) - set(by_class))
-            if missing and not (synthetic or opts["allow_missing_classes"]):
-                raise DataError(f"{ds / (sketch_rel if domain == SKETCH else PHOTO)}: {len(missing)} of the 125 "
-                                f"classes have no folder ({short_list(missing)}); complete the download, or "
-                                "pass allow_missing_classes=True for a partial tree")
+        missing = check_complete(self, root, protocol, None, opts[ALLOW_OPTION])
         split_of = {c: s for s, cs in split.items() for c in cs}
         if variant == "paper":
             split_of.update({c: "train" for c in split["val"]})
@@ -214,6 +232,7 @@ class SketchyAdapter(DatasetAdapter):
         records = split_records(listing, SKETCH, split_of, class_ids)
         notes = {"no_val_split": True, "test_selected_upstream": True,
                  "train_includes_val_classes": True} if variant == "paper" else {}
+        notes.update(missing_notes(missing))
         meta = {
             "dataset": self.name, "protocol": protocol, "variant": variant, "holdout": None, "options": opts,
             "seeds": {"val_class_rule": self.card["val_rule"]},
@@ -221,7 +240,7 @@ class SketchyAdapter(DatasetAdapter):
             "inverted_domains": sorted(self.inverted_domains(variant)), "notes": notes,
             "classes": {"train": split["train"] + (split["val"] if variant == "paper" else []),
                         "val": [] if variant == "paper" else split["val"], "test": sorted(split["test"])},
-            "class_names": self.all_classes(), "sketch_dir": sketch_rel, "synthetic": synthetic,
+            "class_names": self.all_classes(), "synthetic": synthetic,
             "skipped_files": len(skipped), "skipped_examples": skipped[:MAX_LISTED],
         }
         return assemble(records, meta)

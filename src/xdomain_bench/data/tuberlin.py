@@ -2,18 +2,22 @@
 
 The loader takes its classes from the tree (class id = index in the sorted, normalised class list)
 and applies the upstream name normalisation itself, so both a prepared tree (`flying_bird/`) and a
-raw one (`flying bird/`, photo folder `flyingbird/`, `.JPEG` files) load; relpaths stay the real paths.
+raw one (`flying bird/`, photo folder `flyingbird/`, `.JPEG` files) load. Manifest relpaths are the
+canonical (prepared) forms, `<domain>/<normalised class>/<name>.jpg`, so a raw and a prepared tree give
+byte-identical manifests; `file_paths` maps them back to the files as stored.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
 from .base import DatasetAdapter, VerifyReport, read_class_list, register_dataset
+from .completeness import ALLOW_OPTION, check_complete, missing_notes
 from .listing import list_subdirs, listing_sha256
 from .manifest import Manifest, assemble
 from .sketchy import (
@@ -21,6 +25,7 @@ from .sketchy import (
     check_variant_and_options,
     count_problems,
     image_problems,
+    scan_class_folder,
     scan_domain,
     short_list,
     split_records,
@@ -33,6 +38,13 @@ SKETCHES, IMAGES = "sketches", "images"
 def normalise_name(name: str) -> str:
     """Spaces and hyphens become `_`; parentheses are kept (`bear (animal)` → `bear_(animal)`)."""
     return re.sub(r"[ -]", "_", name)
+
+
+def canonical_file_name(name: str) -> str:
+    """`.JPEG`/`.jpeg` become `.jpg` and extensions lower case, as the upstream prepare step leaves them."""
+    stem, ext = os.path.splitext(name)
+    ext = ext.lower()
+    return stem + (".jpg" if ext == ".jpeg" else ext)
 
 
 def _squash(name: str) -> str:
@@ -94,7 +106,9 @@ class TUBerlinAdapter(DatasetAdapter):
         photo_map = photo_class_map(list_subdirs(dataset_dir / IMAGES), sketch, self.card["photo_folder_renames"])
         return {SKETCHES: sketch, IMAGES: _rekey(dataset_dir, IMAGES, photo_map)}
 
-    def _listing(self, dataset_dir: Path) -> tuple[dict[str, dict[str, list[str]]], list[str], dict[str, Any]]:
+    def _listing(self, dataset_dir: Path) -> tuple[dict[str, dict[str, list[str]]], list[str], dict[str, str]]:
+        """({domain: {class: canonical relpaths}}, skipped canonical relpaths, {canonical: real relpath}
+        for the files stored under another name); raises on a bad tree."""
         folders = self.class_folders(dataset_dir)
         orphans = sorted(set(folders[IMAGES]) - set(folders[SKETCHES]))
         if orphans:
@@ -103,30 +117,49 @@ class TUBerlinAdapter(DatasetAdapter):
                             "(even after the upstream name normalisation); rename them to their sketch class")
         listing: dict[str, dict[str, list[str]]] = {}
         skipped: list[str] = []
+        real_of: dict[str, str] = {}
         for rel, by_class in folders.items():
-            scanned, skip = scan_domain(dataset_dir, rel, by_class.values())
-            listing[rel] = {cls: scanned[raw] for cls, raw in sorted(by_class.items())}
-            skipped += skip
-        renamed = {rel: {raw: cls for cls, raw in m.items() if raw != cls} for rel, m in folders.items()}
-        upper = sum(f.endswith(".JPEG") for fs in listing[IMAGES].values() for f in fs)
-        return listing, skipped, {"unnormalised_folders": renamed, "uppercase_JPEG_files": upper}
+            listing[rel] = {}
+            for cls, raw in sorted(by_class.items()):
+                names, skip = scan_class_folder(dataset_dir / rel / raw)
+                files = {}
+                for name in names:
+                    canon = f"{rel}/{cls}/{canonical_file_name(name)}"
+                    if canon in files:
+                        raise DataError(f"{dataset_dir / rel / raw}: files '{files[canon].rsplit('/', 1)[1]}' and "
+                                        f"'{name}' both normalise to '{canon.rsplit('/', 1)[1]}'; keep one of them")
+                    files[canon] = f"{rel}/{raw}/{name}"
+                listing[rel][cls] = sorted(files)
+                real_of.update((c, r) for c, r in files.items() if c != r)
+                skipped += [f"{rel}/{cls}/{f}" for f in skip]
+        return listing, skipped, real_of
+
+    def file_paths(self, root: str | Path, relpaths: Sequence[str]) -> list[Path]:
+        """Canonical relpaths (normalised class folder, `.jpg`) -> the files as stored, raw or prepared."""
+        ds = self.dataset_dir(root)
+        if all((ds / r).is_file() for r in relpaths):
+            return [ds / r for r in relpaths]
+        real_of = self._listing(ds)[2]
+        return [ds / real_of.get(r, r) for r in relpaths]
+
+    def missing_parts(self, root: str | Path, protocol: str, holdout: str | None = None) -> list[str]:
+        """Classes of the card's list (or a synthetic tree's marker) without a sketches/ or images/ folder,
+        as canonical `<domain>/<class>` (raw folder names count after normalisation)."""
+        ds = self.dataset_dir(root)
+        marker = read_synth_marker(ds)
+        wanted = marker["classes"] if marker else read_class_list(self.card["class_list"])
+        folders = self.class_folders(ds)
+        return [f"{rel}/{c}" for rel in (SKETCHES, IMAGES) for c in wanted if c not in folders[rel]]
 
     def build_manifest(self, root: str | Path, protocol: str, variant: str = "clean",
                        holdout: str | None = None, **options: Any) -> Manifest:
-        opts = check_variant_and_options(variant, holdout, options, {"allow_missing_classes": False})
+        opts = check_variant_and_options(variant, holdout, options, {ALLOW_OPTION: False})
         test, val = self.split_lists(protocol)
         ds = self.dataset_dir(root)
-        listing, skipped, norm = self._listing(ds)
+        listing, skipped, _ = self._listing(ds)
         classes = sorted(listing[SKETCHES])
         synthetic = read_synth_marker(ds) is not None
-        if not (synthetic or opts["allow_missing_classes"]):
-            missing = sorted((set(test) | set(val)) - set(classes))
-            no_photo = sorted(set(classes) - set(listing[IMAGES]))
-            if missing or no_photo:
-                what = (f"test/val classes {short_list(missing)} have no sketches/ folder" if missing
-                        else f"classes {short_list(no_photo)} have no images/ folder")
-                raise DataError(f"{ds}: {what}; complete the download, or pass allow_missing_classes=True "
-                                "for a partial tree")
+        missing = check_complete(self, root, protocol, None, opts[ALLOW_OPTION])
         split_of = {c: "train" for c in classes}
         split_of.update({c: "test" for c in test})
         split_of.update({c: "train" if variant == "paper" else "val" for c in val})
@@ -134,13 +167,14 @@ class TUBerlinAdapter(DatasetAdapter):
         records = split_records(listing, SKETCHES, split_of, class_ids)
         notes = {"no_val_split": True, "test_selected_upstream": True, "train_includes_val_classes": True,
                  "sketches_not_inverted": True} if variant == "paper" else {}
+        notes.update(missing_notes(missing))
         meta = {
             "dataset": self.name, "protocol": protocol, "variant": variant, "holdout": None, "options": opts,
             "seeds": {},
             "listing_sha256": listing_sha256(f for d in listing.values() for fs in d.values() for f in fs),
             "inverted_domains": sorted(self.inverted_domains(variant)), "notes": notes,
             "classes": {s: sorted(c for c in classes if split_of[c] == s) for s in ("train", "val", "test")},
-            "class_names": classes, "synthetic": synthetic, **norm,
+            "class_names": classes, "synthetic": synthetic,
             "skipped_files": len(skipped), "skipped_examples": skipped[:MAX_LISTED],
         }
         return assemble(records, meta)
@@ -171,6 +205,7 @@ class TUBerlinAdapter(DatasetAdapter):
             report.counts[f"{rel}_classes"] = len(by_class)
             report.counts[f"{rel}_files"] = len(files)
             report.counts[f"{rel}_skipped"] = len(skipped)
+            report.counts[f"{rel}_unnormalised_folders"] = sum(raw != cls for cls, raw in by_class.items())
             exact = bool(marker) or rel in expected.get("exact_domains", [])
             report.problems += count_problems(str(base), len(files), expected["files"][rel], exact,
                                               float(expected.get("tolerance", 0.0)))
