@@ -35,7 +35,7 @@ from .fdrd_format import (
     write_entries,
 )
 from .images import load_image
-from .listing import listing_sha256
+from .listing import listing_sha256, scandir_names
 from .manifest import Manifest, assemble
 from .sampling import sample_split
 
@@ -211,7 +211,7 @@ class FdrdAdapter(DatasetAdapter):
                     if not ctx.index.exists(ds, item.image_path):
                         raise DataError(f"{item.where}: image {item.image_path} not found under "
                                         f"{ctx.data_root}; fix image_path or put the CoOp images there")
-                    part.files[split] = Path(item.where.rsplit(":", 1)[0])
+                    part.files[item.split] = Path(item.where.rsplit(":", 1)[0])
                     (part.test if split == "test" else part.pool).append(item)
                     continue
                 part.files[split] = item
@@ -408,17 +408,18 @@ def _group(files: list[Path]) -> dict[str, dict[str, list[Path | Entry]]]:
     found: dict[str, dict[str, list[Path | Entry]]] = {}
     owner: dict[tuple[str, str], Path] = {}
 
-    def claim(ds: str, part: str, path: Path) -> list[Path | Entry]:
-        have = owner.setdefault((ds, part), path)
+    def claim(ds: str, split: str, path: Path) -> list[Path | Entry]:
+        """One source file per (dataset, split); canonical val lines join the train part."""
+        have = owner.setdefault((ds, split), path)
         if have != path:
-            raise DataError(f"two caption files supply {ds} {part}: {have} and {path}; keep one of them "
+            raise DataError(f"two caption files supply {ds} {split}: {have} and {path}; keep one of them "
                             "or pass annotations=... naming the one to use")
-        return found.setdefault(ds, {}).setdefault(part, [])
+        return found.setdefault(ds, {}).setdefault("test" if split == "test" else "train", [])
 
     for path in files:
         if path.suffix == ".jsonl":
             for e in read_canonical(path):
-                claim(e.dataset, "test" if e.split == "test" else "train", path).append(e)
+                claim(e.dataset, e.split, path).append(e)
         else:
             m = RELEASED_NAME.match(path.name)
             assert m is not None
@@ -432,7 +433,7 @@ def _scan(folder: Path, with_jsonl: bool) -> tuple[list[Path], list[Path]]:
     for sub in (folder, folder / "train", folder / "test"):
         if not sub.is_dir():
             continue
-        for path in sorted(sub.iterdir()):
+        for path in sorted(sub / e.name for e in scandir_names(sub)):
             if not path.is_file() or path.name.startswith("."):
                 continue
             if RELEASED_NAME.match(path.name) or (with_jsonl and path.suffix == ".jsonl"):

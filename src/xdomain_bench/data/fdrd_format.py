@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..io_utils import atomic_write_text
-from .listing import IMAGE_EXTENSIONS
+from .listing import IMAGE_EXTENSIONS, utf8_name
 
 
 @dataclass(frozen=True)
@@ -259,6 +259,8 @@ def walk_images(data_root: Path, dataset: str) -> list[str]:
     top = data_root / dataset
     out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            utf8_name(dirpath, name)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = Path(dirpath).relative_to(data_root).as_posix()
         for name in filenames:
