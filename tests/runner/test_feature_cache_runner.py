@@ -42,7 +42,7 @@ def encoder_calls(monkeypatch) -> list[int]:
 
 
 def _cell(dataset: str, protocol: str, seed: int = 0, steps: int = 2, **data) -> Cell:
-    return Cell(method="dalsclip", dataset=dataset, protocol=protocol, seed=seed, max_steps=steps,
+    return Cell(method="dalsclip", dataset=dataset, protocol=protocol, seed=seed, budget=f"steps:{steps}",
                 method_overrides=DALS, data_options=data)
 
 

@@ -19,7 +19,7 @@ COLUMN = "sketchy/uccdr_eccv21/clean/sketch/extended_photo/mAP@200"
 SUITE = """
 name: leaderboard-cells
 seeds: [0, 1]
-max_steps: 2
+budget: steps:2
 methods: [zero_shot, pros, linear_probe, needs_captions]
 datasets:
   sketchy:
@@ -27,7 +27,7 @@ datasets:
       uccdr_eccv21: {}
 overrides:
   - where: {method: pros}
-    method: {batch_size: 8, phases: {stage1: {batch_size: 8}, stage2: {batch_size: 8}}}
+    method: {phases: {stage1: {batch_size: 8}, stage2: {batch_size: 8}}}
   - where: {method: linear_probe}
     method: {batch_size: 8}
   - where: {method: linear_probe, seed: 1}

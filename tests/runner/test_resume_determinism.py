@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # three 12-step fits and a fresh interpreter, ~30
 
 ARGS = ["run", "--method", "coop", "--dataset", "sketchy", "--max-steps", "12", "--set", "batch_size=8",
         "--no-progress"]
-CELL = Cell(method="coop", dataset="sketchy", protocol="uccdr_eccv21", max_steps=12,
+CELL = Cell(method="coop", dataset="sketchy", protocol="uccdr_eccv21", budget="steps:12",
             method_overrides={"batch_size": 8})
 
 

@@ -70,12 +70,8 @@ def resolve_config(name: str, variant: str | None = None, dataset: str | None = 
 
     `overrides` is one user layer (source: "overrides"); `layers` are further (source, partial config) pairs
     applied in order, e.g. [("suite S overrides[2]", {...}), ("--set", {...})]."""
-    from .schemas import SCHEMAS
-
     card = load_card(name)
-    schema = SCHEMAS.get(name)
-    if schema is None:
-        raise ConfigError(f"method '{name}' has no declared schema; add one to methods/schemas.py")
+    schema = method_schema(name)
     variant = variant or card.get("default_variant")
     all_layers = _card_layers(name, card, variant, dataset)
     if overrides:
@@ -90,6 +86,18 @@ def resolve_config(name: str, variant: str | None = None, dataset: str | None = 
     return cfg
 
 
+def method_schema(name: str):
+    """The declared schema of a registered method: its own, else that of the method it derives from."""
+    from .base import get_method_class
+    from .schemas import SCHEMAS
+
+    for klass in get_method_class(name).__mro__:
+        schema = SCHEMAS.get(klass.__dict__.get("name"))
+        if schema is not None:
+            return schema
+    raise ConfigError(f"method '{name}' has no declared schema; add one to methods/schemas.py")
+
+
 def validate(schema, cfg: dict[str, Any], method: str, where: str, previous: dict[str, Any] | None) -> dict[str, Any]:
     """`cfg` checked and coerced by `schema` (only the keys it has), or a one-line ConfigError."""
     try:
@@ -100,7 +108,7 @@ def validate(schema, cfg: dict[str, Any], method: str, where: str, previous: dic
 
 def describe_error(exc: ValidationError, schema, subject: str) -> str:
     """The first validation error as one line: key, `subject` (what and where), problem, valid choices."""
-    errors = exc.errors()
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains the rest
     loc = _keys(errors[0]["loc"])
     key = ".".join(loc)
     if errors[0]["type"] == "extra_forbidden":
@@ -127,27 +135,43 @@ def _keys(loc: tuple) -> list[str]:
 
 
 def schema_keys(schema, path: list[str]) -> list[str]:
-    """The keys a schema accepts under `path` (a model nested through fields, optionals and unions)."""
+    """The keys a schema accepts under `path`, through nested models, optionals, unions, dicts and lists."""
+    from typing import get_args, get_origin
+
     from pydantic import BaseModel
 
-    model = schema
+    current: Any = schema
     for part in path:
-        field = model.model_fields.get(part)
-        found = [a for a in _flatten(field.annotation)] if field is not None else []
-        models = [a for a in found if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not models:
+        models = [a for a in _flatten(current) if isinstance(a, type) and issubclass(a, BaseModel)]
+        containers = [a for a in _flatten_shallow(current) if get_origin(a) in (dict, list)]
+        if models and part in models[0].model_fields:
+            current = models[0].model_fields[part].annotation
+        elif containers:  # a free key of a mapping, or an index of a list
+            current = get_args(containers[0])[-1]
+        else:
             return []
-        model = models[0]
-    return sorted(model.model_fields)
+    models = [a for a in _flatten(current) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return sorted(models[0].model_fields) if models else []
+
+
+def _flatten_shallow(annotation: Any) -> list[Any]:
+    """Members of a union / optional (not looking inside dicts and lists)."""
+    from types import UnionType
+    from typing import Union, get_args, get_origin
+
+    if get_origin(annotation) in (Union, UnionType):
+        return [leaf for arg in get_args(annotation) for leaf in _flatten_shallow(arg)]
+    return [annotation]
 
 
 def _flatten(annotation: Any) -> list[Any]:
-    from typing import get_args
+    """Union members and Annotated bases, not looking inside dicts and lists."""
+    from typing import Annotated, get_args, get_origin
 
-    args = get_args(annotation)
-    if not args:
-        return [annotation]
-    return [leaf for arg in args for leaf in _flatten(arg)]
+    out = []
+    for member in _flatten_shallow(annotation):
+        out.append(get_args(member)[0] if get_origin(member) is Annotated else member)
+    return out
 
 
 def phase_configs(cfg: dict[str, Any], phases: list[str]) -> dict[str, dict[str, Any]]:

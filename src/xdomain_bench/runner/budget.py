@@ -90,6 +90,7 @@ def resolve_budget(budget: Budget, phase_cfgs: dict[str, dict[str, Any]], n_trai
     if n_train < 1:
         raise ConfigError("the training split is empty, so no budget can be resolved; check the dataset tree")
     fractions = _fractions(phase_cfgs)
+    split = _split_steps(budget.amount, fractions) if budget.policy == "steps" else {}
     phases = []
     for name, cfg in phase_cfgs.items():
         batch = int(cfg["batch_size"])
@@ -99,7 +100,7 @@ def resolve_budget(budget: Budget, phase_cfgs: dict[str, dict[str, Any]], n_trai
             steps = max(1, math.ceil(budget.amount * fractions[name] / batch - 1e-9))
             epochs, source = steps * batch / n_train, "ours"
         else:
-            steps = max(1, round(budget.amount * fractions[name]))
+            steps = split[name]
             epochs, source = steps * batch / n_train, "ours"
         per_epoch = math.ceil(n_train / batch)
         if budget.policy == "paper" and "epochs" in cfg and cfg.get("epochs") is not None:
@@ -116,6 +117,17 @@ def _fractions(phase_cfgs: dict[str, dict[str, Any]]) -> dict[str, float]:
     raw = {name: float(cfg.get("step_fraction", 1.0 / len(phase_cfgs))) for name, cfg in phase_cfgs.items()}
     total = sum(raw.values()) or 1.0
     return {name: value / total for name, value in raw.items()}
+
+
+def _split_steps(total: int, fractions: dict[str, float]) -> dict[str, int]:
+    """`total` steps over the phases by fraction, at least one each, summing to `total` (largest remainder)."""
+    want = {name: total * f for name, f in fractions.items()}
+    steps = {name: max(1, math.floor(w)) for name, w in want.items()}
+    for name in sorted(want, key=lambda n: want[n] - math.floor(want[n]), reverse=True):
+        if sum(steps.values()) >= total:
+            break
+        steps[name] += 1
+    return steps
 
 
 def _paper_phase(name: str, cfg: dict[str, Any], n_train: int, provenance: dict[str, Any]) -> tuple[int, float, str]:
