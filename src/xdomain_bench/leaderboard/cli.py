@@ -1,103 +1,116 @@
-"""`xbench leaderboard DIR`: records -> leaderboard.csv (long), leaderboard_wide.csv, leaderboard.md."""
+"""`xbench leaderboard DIR`: records -> leaderboard.csv (long), leaderboard_wide.csv, leaderboard.md,
+leaderboard.tex and leaderboard.json, and the per-protocol tables on the console."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from ..io_utils import atomic_write
+from ..errors import ConfigError
+from ..io_utils import atomic_write_text
 from ..paths import project_root
 from ..runner.records import read_records
-from .long import LONG_COLUMNS, long_rows
+from .console import make_console, print_tables
+from .identity import BackboneNames
+from .long import LONG_COLUMNS, SORT, add_domain_averages, long_rows
+from .render import as_json, latex, markdown
+from .reported import implemented_methods, normalise_reported, read_reported, reported_long
 from .status import read_expected, status_entries
-from .wide import add_domain_averages, read_reported, wide_table
+from .tables import Table, build_tables
+from .wide import wide_csv
+
+FILES = {"csv": ("leaderboard.csv", "leaderboard_wide.csv"), "md": ("leaderboard.md",),
+         "latex": ("leaderboard.tex",), "json": ("leaderboard.json",)}
+MIN_WIDTH = 20
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="aggregate records into leaderboard CSVs",
-                       description="Read DIR/records/*.json; write DIR/leaderboard.csv (long), "
-                                   "DIR/leaderboard_wide.csv (mean ± std (n) over seeds, reported numbers beside "
-                                   "ours) and DIR/leaderboard.md.")
+    p = sub.add_parser("leaderboard", help="aggregate records into leaderboards (CSV, markdown, LaTeX, JSON)",
+                       description="Read DIR/records/*.json and write DIR/leaderboard.csv (long: one row per cell "
+                                   "and metric, the source of truth), leaderboard_wide.csv (mean, std and n per "
+                                   "metric), leaderboard.md and leaderboard.tex (one table per dataset/protocol) "
+                                   "and leaderboard.json; print the tables.")
     p.add_argument("dir", help="a run folder holding records/")
+    p.add_argument("--format", help="write only these: a comma list of csv, md, latex, json (default: all)")
     p.add_argument("--reported", help="reported numbers CSV (default: benchmarks/reported.csv)")
     p.add_argument("--no-reported", action="store_true", help="do not join reported numbers")
-    p.add_argument("--quiet", action="store_true", help="do not print the table")
+    p.add_argument("--width", type=int, help="console width in characters (default: the terminal's; unlimited "
+                                             "when piped); wider tables are split, never cut")
+    p.add_argument("--quiet", action="store_true", help="do not print the tables")
     p.set_defaults(func=leaderboard_command)
 
 
-def _primary_metrics(records: list[dict]) -> dict[tuple[str, str], str]:
-    from ..data.base import get_dataset
-
-    out = {}
-    for rec in records:
-        key = (rec["dataset"], rec["protocol"])
-        if key not in out:
-            try:
-                out[key] = get_dataset(rec["dataset"]).protocol_info(rec["protocol"]).primary_metric
-            except Exception:  # an unknown protocol in an old record must not break the table
-                out[key] = "primary"
-    return out
+@dataclass
+class Leaderboard:
+    long: pd.DataFrame  # ours (with domain averages), then reported
+    tables: list[Table]
+    n_records: int
 
 
-def build_tables(out: Path, reported_path: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def build_leaderboard(out: Path, reported_path: Path | None) -> Leaderboard:
     records = read_records(out)
-    long = add_domain_averages(long_rows(records))
-    reported = read_reported(reported_path) if reported_path else None
-    if reported is not None:  # only the benchmarks this run covers
-        present = set(zip(long["dataset"], long["protocol"]))
-        reported = reported[[(d, p) in present for d, p in zip(reported["dataset"], reported["protocol"])]]
-    full = long
-    if reported is not None:
-        rep = reported.assign(variant="paper", seed="", source="reported")[LONG_COLUMNS]
-        full = pd.concat([long, rep], ignore_index=True)
-    status = status_entries(records, read_expected(out), long, _primary_metrics(records))
-    return full, wide_table(long, status, reported), len(records)
+    names = BackboneNames.from_records(records)
+    long = add_domain_averages(long_rows(records, names))
+    long = long.sort_values(SORT, kind="stable").reset_index(drop=True)
+    status = status_entries(records, read_expected(out), names)
+    reported = None
+    if reported_path is not None:  # only the benchmarks this run covers
+        covered = set(zip(long["dataset"], long["protocol"])) | {(s["dataset"], s["protocol"]) for s in status}
+        raw = read_reported(reported_path)
+        raw = raw[[(d, p) in covered for d, p in zip(raw["dataset"], raw["protocol"])]]
+        reported = normalise_reported(raw, implemented_methods())
+        long = pd.concat([long, reported_long(reported, LONG_COLUMNS)], ignore_index=True)
+    return Leaderboard(long, build_tables(long, reported, status), len(records))
+
+
+def parse_formats(text: str | None) -> list[str]:
+    if not text:
+        return list(FILES)
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FILES]
+    if unknown or not formats:
+        raise ConfigError(f"unknown --format {','.join(unknown) or repr(text)}; choose from {', '.join(FILES)} "
+                          "(comma-separated, e.g. --format csv,latex)")
+    return list(dict.fromkeys(formats))
+
+
+def render_files(board: Leaderboard, formats: list[str], out: Path) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    intro = (f"Made by `xbench leaderboard` from {board.n_records} records in `{out}`. One table per "
+             "dataset/protocol; the long CSV (`leaderboard.csv`) holds every value.")
+    if "csv" in formats:
+        texts["leaderboard.csv"] = board.long.to_csv(index=False, lineterminator="\n", float_format="%.6f")
+        texts["leaderboard_wide.csv"] = wide_csv(board.tables)
+    if "md" in formats:
+        texts["leaderboard.md"] = markdown(board.tables, intro)
+    if "latex" in formats:
+        texts["leaderboard.tex"] = latex(board.tables)
+    if "json" in formats:
+        texts["leaderboard.json"] = as_json(board.tables, {"generated_by": "xbench leaderboard",
+                                                           "records": board.n_records})
+    return texts
 
 
 def leaderboard_command(args: argparse.Namespace) -> int:
     out = Path(args.dir)
+    formats = parse_formats(getattr(args, "format", None))
+    width = getattr(args, "width", None)
+    if width is not None and width < MIN_WIDTH:
+        raise ConfigError(f"--width {width} is too narrow; give at least {MIN_WIDTH} characters")
     reported_path = None
     if not getattr(args, "no_reported", False):
-        reported_path = Path(args.reported) if getattr(args, "reported", None) else project_root() / "benchmarks" / "reported.csv"
-    long, wide, n_records = build_tables(out, reported_path)
-    long_text = long.to_csv(index=False, lineterminator="\n", float_format="%.6f")
-    wide_text = wide.to_csv(index=False, lineterminator="\n")
-    atomic_write(out / "leaderboard.csv", lambda p: p.write_text(long_text, encoding="utf-8"))
-    atomic_write(out / "leaderboard_wide.csv", lambda p: p.write_text(wide_text, encoding="utf-8"))
-    atomic_write(out / "leaderboard.md", lambda p: p.write_text(markdown(wide), encoding="utf-8"))
-    if not args.quiet:
-        print_wide(wide)
-    print(f"wrote {out}/leaderboard.csv, leaderboard_wide.csv, leaderboard.md ({len(long)} long rows from "
-          f"{n_records} records)")
+        given = getattr(args, "reported", None)
+        reported_path = Path(given) if given else project_root() / "benchmarks" / "reported.csv"
+    board = build_leaderboard(out, reported_path)
+    texts = render_files(board, formats, out)  # everything rendered before anything is written
+    for name, text in texts.items():
+        atomic_write_text(out / name, text)
+    console = make_console(width)
+    if not getattr(args, "quiet", False):
+        print_tables(board.tables, console)
+    console.print(f"wrote {', '.join(str(out / n) for n in texts)} ({len(board.long)} long rows from "
+                  f"{board.n_records} records)", overflow="fold")
     return 0
-
-
-def markdown(wide: pd.DataFrame) -> str:
-    cols = list(wide.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in wide.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def print_wide(wide: pd.DataFrame) -> None:
-    """One rich table per dataset/protocol, our columns only (reported and delta beside them)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    groups: dict[str, list[str]] = {}
-    for col in wide.columns[1:]:
-        groups.setdefault("/".join(col.split("/")[:3]), []).append(col)
-    for group, cols in sorted(groups.items()):
-        table = Table(title=group, show_lines=False)
-        table.add_column("method")
-        for c in cols:
-            table.add_column("/".join(c.split("/")[3:]), justify="right")
-        for _, row in wide.iterrows():
-            values = [str(row[c]) for c in cols]
-            if any(values):
-                table.add_row(str(row["method"]), *values)
-        console.print(table)

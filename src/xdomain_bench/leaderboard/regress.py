@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--against", required=True, help="golden long CSV, e.g. benchmarks/golden/smoke.csv")
     p.add_argument("--tol", type=float, default=0.005, help="absolute tolerance (default 0.005)")
     p.add_argument("--update", action="store_true", help="write the golden file from this run instead")
+    p.add_argument("--width", type=int, help="console width (default: the terminal's; unlimited when piped); "
+                                             "text is folded, never cut")
     p.set_defaults(func=regress_command)
 
 
@@ -51,8 +53,7 @@ def read_golden(path: Path) -> pd.DataFrame:
 
 
 def regress_command(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from .console import make_console, new_table
 
     run_dir, golden_path = Path(args.dir), Path(args.against)
     current = current_values(run_dir)
@@ -64,14 +65,13 @@ def regress_command(args: argparse.Namespace) -> int:
     golden = read_golden(golden_path)
     current = current.astype({"seed": int})
     bad = compare(current, golden, args.tol)
-    console = Console()
+    console = make_console(getattr(args, "width", None))
     if bad.empty:
         console.print(f"regress: {len(golden)} metrics within ±{args.tol} of {golden_path}")
         return 0
-    table = Table(title=f"{len(bad)} of {len(golden)} metrics outside ±{args.tol} of {golden_path}")
-    for col in ["method", "dataset", "protocol", "query_domain", "gallery", "seed", "metric", "golden", "current",
-                "delta", "problem"]:
-        table.add_column(col)
+    table = new_table(f"{len(bad)} of {len(golden)} metrics outside ±{args.tol} of {golden_path}",
+                      ["method", "dataset", "protocol", "query_domain", "gallery", "seed", "metric", "golden",
+                       "current", "delta", "problem"])
     for _, r in bad.iterrows():
         cur = "" if pd.isna(r["value_current"]) else f"{r['value_current']:.4f}"
         delta = "" if pd.isna(r["delta"]) else f"{r['delta']:+.4f}"

@@ -1,0 +1,106 @@
+"""Console tables that are never cut: full headers and values whatever the width.
+
+On a terminal the width is the terminal's; piped (CI logs, `| cat`) it is unlimited unless `--width` says
+otherwise. A table wider than that is split: the identity columns repeat and the metric columns continue in
+the next part. A column that still does not fit folds onto more lines; no text is ever replaced by `…`."""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import TextIO
+
+from rich.console import Console
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from .layout import Cell, Layout, split_bold
+from .tables import Table
+
+UNLIMITED = 10_000
+
+
+def make_console(width: int | None = None, file: TextIO | None = None) -> Console:
+    """A rich console of `width` columns; without one, the terminal's, or unlimited when not a terminal."""
+    stream = file or sys.stdout
+    if width is None and not stream.isatty():
+        width = UNLIMITED
+    return Console(file=stream, width=width, soft_wrap=False, highlight=False)
+
+
+def new_table(title: str | None, headers: list[str], right: set[int] = frozenset()) -> RichTable:
+    table = RichTable(title=title, title_justify="left", show_lines=False)
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="right" if i in right else "left", overflow="fold")
+    return table
+
+
+def fits(console: Console, table: RichTable) -> bool:
+    """Whether `table` prints at its natural width (measured without the console's own limit)."""
+    ruler = Console(file=io.StringIO(), width=UNLIMITED)
+    return ruler.measure(table).maximum <= console.width
+
+
+def _text(cell: Cell, plain: bool) -> Text:
+    """Bold for the best value; where styles do not show (piped), a `*` after it instead."""
+    if not cell.bold:
+        return Text(cell.text)
+    mean, rest = split_bold(cell)
+    return Text(f"{mean}*{rest}") if plain else Text.assemble((mean, "bold"), rest)
+
+
+def _chunks(console: Console, lay: Layout, lines) -> list[list[int]]:
+    """Metric column indices per part: as many as fit beside the identity (and note) columns, at least one."""
+    metrics = list(range(len(lay.table.metrics)))
+    parts, current = [], []
+    for j in metrics:
+        trial = _render(lay, lines, current + [j], None, lay.notes and j == metrics[-1], False)
+        if current and not fits(console, trial):
+            parts.append(current)
+            current = []
+        current.append(j)
+    parts.append(current)
+    return parts
+
+
+def _render(lay: Layout, lines, metric_idx: list[int], title: str | None, with_note: bool,
+            plain: bool) -> RichTable:
+    n_id = len(lay.id_columns)
+    keep = list(range(n_id)) + [n_id + j for j in metric_idx] + ([len(lay.headers) - 1] if with_note else [])
+    right = {i for i, k in enumerate(keep) if n_id <= k < n_id + len(lay.table.metrics)}
+    table = new_table(title, [lay.headers[k] for k in keep], right)
+    for line in lines:
+        if line.first_of_setting and table.row_count:
+            table.add_section()
+        table.add_row(*(_text(line.cells[k], plain) for k in keep))
+    return table
+
+
+def _print_records(console: Console, lay: Layout, lines, title: str, plain: bool) -> None:
+    """Too narrow for even one metric column beside the identity columns: one block per row, a value a line."""
+    console.print(Text(title, style="bold"), overflow="fold")
+    n_id = len(lay.id_columns)
+    for line in lines:
+        ids = " · ".join(c.text for c in line.cells[:n_id] if c.text)
+        console.print(Text(ids), overflow="fold")
+        for head, cell in zip(lay.headers[n_id:], line.cells[n_id:]):
+            if cell.text:
+                console.print(Text.assemble(f"  {head}: ", _text(cell, plain)), overflow="fold")
+
+
+def print_tables(tables: list[Table], console: Console) -> None:
+    plain = console.color_system is None
+    for table in tables:
+        lay = Layout.of(table)
+        lines = lay.lines()
+        if table.metrics and not fits(console, _render(lay, lines, [0], None, False, plain)):
+            _print_records(console, lay, lines, table.title, plain)
+        else:
+            parts = _chunks(console, lay, lines) if table.metrics else [[]]
+            for i, idx in enumerate(parts):
+                last = i == len(parts) - 1
+                title = table.title + (f" (part {i + 1} of {len(parts)})" if len(parts) > 1 else "")
+                console.print(_render(lay, lines, idx, title, lay.notes and last, plain))
+        caption = lay.caption() + (" * marks the bold values here." if plain else "")
+        console.print(Text(caption), overflow="fold")
+        console.print()
