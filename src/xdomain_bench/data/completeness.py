@@ -29,7 +29,7 @@ def incomplete_tree_error(dataset_dir: Path, missing: list[str]) -> DataError:
     if domains:
         parts.append(f"missing domain folder {short_list(domains)}")
     if classes:
-        parts.append(f"{len(classes)} class folders missing under {dataset_dir} ({short_list(classes)})")
+        parts.append(f"{len(classes)} class folder(s) missing under {dataset_dir} ({short_list(classes)})")
     return DataError(f"{'; '.join(parts)}; the tree is incomplete: complete the download, or {HOW_TO_ALLOW}")
 
 
@@ -39,10 +39,13 @@ def check_complete(adapter: Any, root: str | Path, protocol: str, holdout: str |
     missing = adapter.missing_parts(root, protocol, holdout)
     if missing and not allow:
         raise incomplete_tree_error(adapter.dataset_dir(root), missing)
+    return missing
+
+
+def warn_incomplete(name: str, root: str | Path, missing: list[str]) -> None:
     if missing:
         log.warning("%s tree under %s is incomplete (%s); going on because %s=true, results are nonstandard",
-                    adapter.name, root, short_list(missing), ALLOW_OPTION)
-    return missing
+                    name, root, short_list(missing), ALLOW_OPTION)
 
 
 def missing_notes(missing: list[str]) -> dict[str, Any]:

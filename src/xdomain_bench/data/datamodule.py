@@ -18,8 +18,8 @@ from ..errors import ConfigError, DataError
 from ..paths import cache_dir as default_cache_dir
 from ..vlm.preprocess import ImagePreprocess
 from .base import DatasetAdapter, get_dataset
-from .completeness import ALLOW_OPTION, check_complete, missing_notes
-from .images import load_image
+from .completeness import ALLOW_OPTION, check_complete, missing_notes, warn_incomplete
+from .images import SKIP_HINT, load_image
 from .info import DataInfo, build_info
 from .manifest import GENERATOR_VERSION, ROLES, Manifest, read_manifest, write_manifest
 from .samplers import DomainBalancedBatchSampler, SeededBatches, ShuffledBatchSampler
@@ -156,6 +156,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.protocol, self.holdout = protocol, holdout
         allow_missing = bool(self.protocol_options.get(ALLOW_OPTION, False))
         missing = check_complete(adapter, self.root, protocol, holdout, allow_missing)
+        warn_incomplete(adapter.name, self.root, missing)
         manifest, notes = load_or_build_manifest(
             adapter, self.root, protocol, self.variant, holdout, self.protocol_options,
             manifest_path=self.manifest_path, cache_dir=self.cache_dir,
@@ -182,7 +183,7 @@ class RetrievalDataModule(L.LightningDataModule):
         bad = find_bad_images(self._path_of[r] for r in unique)
         bad_rel = {rel_of[p] for p, _ in bad}
         for path, reason in bad:
-            log.warning("skipping bad image %s: %s", path, reason)
+            log.warning("skipping bad image %s (skip_bad_images=true): %s", path, reason.replace(f"; {SKIP_HINT}", ""))
         return rows[~rows["relpath"].isin(bad_rel)], sorted(bad_rel)
 
     def _require_setup(self) -> DataInfo:
