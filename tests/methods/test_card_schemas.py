@@ -69,7 +69,8 @@ def test_trained_methods_state_a_paper_budget_with_provenance(name):
     ({"batch_size": 0}, "greater than or equal to 1"),
     ({"optimizer": {"lr": 0}}, "greater than 0"),
     ({"optimizer": {"lr": "fast"}}, "valid number"),
-    ({"optimizer": {"name": "sgd", "betas": [0.9, 0.99]}}, "betas apply to adam and adamw"),
+    ({"optimizer": {"name": "sgd", "lr": 0.1, "betas": [0.9, 0.99]}}, "betas apply to adam and adamw"),
+    ({"optimizer": {"name": "sgd"}}, "bad value for 'optimizer.lr'"),
     ({"epochs": 3, "steps": 30}, "exactly one of 'epochs' or 'steps'"),
     ({"cache_augmentation": {"views": 0}}, "greater than or equal to 1"),
 ])
@@ -94,3 +95,10 @@ def test_error_names_the_first_layer_that_introduced_it():
 def test_values_are_coerced_to_their_declared_types():
     cfg = resolve_config("coop", layers=[("--set", {"optimizer": {"lr": "1e-3"}})])
     assert cfg["optimizer"]["lr"] == 1e-3 and isinstance(cfg["optimizer"]["lr"], float)
+
+
+def test_naming_another_optimizer_replaces_the_old_options():
+    cfg = resolve_config("dalsclip", layers=[("--set", {"optimizer": {"name": "adam", "lr": 3e-3}})])
+    assert cfg["optimizer"] == {"name": "adam", "lr": 3e-3}  # sgd's momentum and weight decay do not linger
+    cfg = resolve_config("dalsclip", layers=[("--set", {"optimizer": {"lr": 3e-3}})])
+    assert cfg["optimizer"] == {"name": "sgd", "lr": 3e-3, "momentum": 0.1, "weight_decay": 0.0}

@@ -31,10 +31,15 @@ def load_card(name: str) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any] | None) -> dict[str, Any]:
-    """`base` with `update` merged in; nested mappings merge key by key, anything else replaces."""
+    """`base` with `update` merged in; nested mappings merge key by key, anything else replaces.
+
+    A mapping that names another `name` (e.g. optimizer adam over sgd) replaces the old one whole, so options
+    of the old choice (sgd's momentum) do not linger."""
     out = copy.deepcopy(base)
     for key, value in (update or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        old = out.get(key)
+        renamed = isinstance(old, dict) and isinstance(value, dict) and "name" in value and value["name"] != old.get("name")
+        if isinstance(value, dict) and isinstance(old, dict) and not renamed:
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
