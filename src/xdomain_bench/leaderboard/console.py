@@ -76,16 +76,27 @@ def _render(lay: Layout, lines, metric_idx: list[int], title: str | None, with_n
     return table
 
 
-def _print_records(console: Console, lay: Layout, lines, title: str, plain: bool) -> None:
-    """Too narrow for even one metric column beside the identity columns: one block per row, a value a line."""
+def print_records(console: Console, title: str, headers: list[str], rows: list[list[Text | str]],
+                  n_label: int = 1) -> None:
+    """A table too wide for even its narrowest useful form: one block per row, the first `n_label` cells as its
+    heading and then one `header: value` line per non-empty cell."""
     console.print(Text(title, style="bold"), overflow="fold")
-    n_id = len(lay.id_columns)
-    for line in lines:
-        ids = " · ".join(c.text for c in line.cells[:n_id] if c.text)
-        console.print(Text(ids), overflow="fold")
-        for head, cell in zip(lay.headers[n_id:], line.cells[n_id:]):
-            if cell.text:
-                console.print(Text.assemble(f"  {head}: ", _text(cell, plain)), overflow="fold")
+    for cells in rows:
+        console.print(Text(" · ".join(str(c) for c in cells[:n_label] if str(c))), overflow="fold")
+        for head, cell in zip(headers[n_label:], cells[n_label:]):
+            if str(cell):
+                console.print(Text.assemble(f"  {head}: ", cell), overflow="fold")
+
+
+def print_table(console: Console, title: str, headers: list[str], rows: list[list[str]], n_label: int = 1) -> None:
+    """A plain table at its natural width if it fits, else as blocks (`print_records`)."""
+    table = new_table(title, headers)
+    for cells in rows:
+        table.add_row(*cells)
+    if fits(console, table):
+        console.print(table)
+    else:
+        print_records(console, title, headers, rows, n_label)
 
 
 def print_tables(tables: list[Table], console: Console) -> None:
@@ -94,7 +105,8 @@ def print_tables(tables: list[Table], console: Console) -> None:
         lay = Layout.of(table)
         lines = lay.lines()
         if table.metrics and not fits(console, _render(lay, lines, [0], None, False, plain)):
-            _print_records(console, lay, lines, table.title, plain)
+            print_records(console, table.title, lay.headers, [[_text(c, plain) for c in line.cells] for line in lines],
+                          len(lay.id_columns))
         else:
             parts = _chunks(console, lay, lines) if table.metrics else [[]]
             for i, idx in enumerate(parts):

@@ -53,7 +53,7 @@ def read_golden(path: Path) -> pd.DataFrame:
 
 
 def regress_command(args: argparse.Namespace) -> int:
-    from .console import make_console, new_table
+    from .console import make_console, print_table
 
     run_dir, golden_path = Path(args.dir), Path(args.against)
     current = current_values(run_dir)
@@ -69,13 +69,13 @@ def regress_command(args: argparse.Namespace) -> int:
     if bad.empty:
         console.print(f"regress: {len(golden)} metrics within ±{args.tol} of {golden_path}")
         return 0
-    table = new_table(f"{len(bad)} of {len(golden)} metrics outside ±{args.tol} of {golden_path}",
-                      ["method", "dataset", "protocol", "query_domain", "gallery", "seed", "metric", "golden",
-                       "current", "delta", "problem"])
+    rows = []
     for _, r in bad.iterrows():
         cur = "" if pd.isna(r["value_current"]) else f"{r['value_current']:.4f}"
         delta = "" if pd.isna(r["delta"]) else f"{r['delta']:+.4f}"
-        table.add_row(r["method"], r["dataset"], r["protocol"], str(r["query_domain"]), str(r["gallery"]),
-                      str(r["seed"]), r["metric"], f"{r['value_golden']:.4f}", cur, delta, r["problem"])
-    console.print(table)
+        rows.append([r["method"], r["dataset"], r["protocol"], str(r["query_domain"]), str(r["gallery"]),
+                     str(r["seed"]), r["metric"], f"{r['value_golden']:.4f}", cur, delta, r["problem"]])
+    print_table(console, f"{len(bad)} of {len(golden)} metrics outside ±{args.tol} of {golden_path}",
+                ["method", "dataset", "protocol", "query_domain", "gallery", "seed", "metric", "golden", "current",
+                 "delta", "problem"], rows, n_label=3)
     return 1
