@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from rich.text import Text
 
 from ..errors import ConfigError
 from ..io_utils import atomic_write_text
@@ -111,6 +112,6 @@ def leaderboard_command(args: argparse.Namespace) -> int:
     console = make_console(width)
     if not getattr(args, "quiet", False):
         print_tables(board.tables, console)
-    console.print(f"wrote {', '.join(str(out / n) for n in texts)} ({len(board.long)} long rows from "
-                  f"{board.n_records} records)", overflow="fold")
+    console.print(Text(f"wrote {', '.join(str(out / n) for n in texts)} ({len(board.long)} long rows from "
+                       f"{board.n_records} records)"), overflow="fold")
     return 0

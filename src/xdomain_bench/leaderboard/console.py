@@ -29,9 +29,9 @@ def make_console(width: int | None = None, file: TextIO | None = None) -> Consol
 
 
 def new_table(title: str | None, headers: list[str], right: set[int] = frozenset()) -> RichTable:
-    table = RichTable(title=title, title_justify="left", show_lines=False)
-    for i, h in enumerate(headers):
-        table.add_column(h, justify="right" if i in right else "left", overflow="fold")
+    table = RichTable(title=Text(title) if title else None, title_justify="left", show_lines=False)
+    for i, h in enumerate(headers):  # Text, not str: names and paths are never read as rich markup
+        table.add_column(Text(h), justify="right" if i in right else "left", overflow="fold")
     return table
 
 
@@ -92,7 +92,7 @@ def print_table(console: Console, title: str, headers: list[str], rows: list[lis
     """A plain table at its natural width if it fits, else as blocks (`print_records`)."""
     table = new_table(title, headers)
     for cells in rows:
-        table.add_row(*cells)
+        table.add_row(*(Text(c) for c in cells))
     if fits(console, table):
         console.print(table)
     else:

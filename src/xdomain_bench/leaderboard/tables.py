@@ -79,7 +79,8 @@ class Table:
 
 def _itr_view(ours: pd.DataFrame) -> pd.DataFrame:
     """Image-text rows set by source dataset: `oxford_pets/i2t_R@1` becomes metric `i2t_R@1` in setting
-    `oxford_pets`; the record's top-level metrics (their unweighted mean) sit in setting `average<k>`."""
+    `oxford_pets`; the record's top-level metrics (their unweighted mean over k datasets) sit in setting
+    `average<k>`, as papers write `average9`."""
     out = ours.copy()
     split = out["metric"].str.split("/", n=1)
     has_sub = split.str.len() == 2
@@ -88,8 +89,9 @@ def _itr_view(ours: pd.DataFrame) -> pd.DataFrame:
     per_record = ["method", "variant", "backbone", "budget", "selection", "seed"]
     counts = (ours[has_sub].assign(sub=split[has_sub].str[0]).groupby(per_record)["sub"].nunique())
     for idx in out.index[~has_sub]:
-        key = tuple(out.loc[idx, per_record])
-        out.loc[idx, "query_domain"] = f"average{counts.get(key, 1)}"
+        n = counts.get(tuple(out.loc[idx, per_record]))
+        if n:  # a record without per-dataset metrics keeps its own query domain
+            out.loc[idx, "query_domain"] = f"average{n}"
     out["gallery"] = ITR_GALLERY
     return out
 
