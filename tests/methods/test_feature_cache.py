@@ -41,6 +41,7 @@ class TinyDataModule(RetrievalDataModule):
         self.manifest = Manifest(self._rows.reset_index(drop=True), {"listing_sha256": "tiny-listing"})
         self.info = self._info
         self.image_root = self.root
+        self._path_of = {r: self.root / r for r in self._rows["relpath"]}
         self._roles = {r: self.manifest.role(r) for r in ROLES}
         self._train_tf, self._eval_tf = TrainTransform(self.preprocess), EvalTransform(self.preprocess)
 

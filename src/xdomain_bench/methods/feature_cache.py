@@ -173,7 +173,7 @@ class FeatureCache:
         spec = self.spec(datamodule, transform, view)
         path = spec.path(self.cache_dir)
         keys = [image_key(r, inv, b) for r, inv, b in zip(base.relpaths, base.invert, base.boxes)]
-        sigs = [file_signature(base.image_root / r) for r in base.relpaths]
+        sigs = [file_signature(path) for path in base.paths]  # the files as stored (layouts may differ)
         self.stores["eval" if view < 0 else f"view{view}"] = str(path)
         if path not in self._loaded:
             self._loaded[path] = load_store(path, spec)
