@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help="backbone spec (default: the suite's, demo-clip)")
     p.add_argument("--seeds", help="comma-separated seeds overriding the suite's")
     p.add_argument("--only", help="restrict the suite, e.g. method=zero_shot+coop,dataset=domainnet")
-    p.add_argument("--max-steps", type=int, help="training steps for every cell (default: the suite's)")
+    p.add_argument("--max-steps", type=int, help="total training steps for every cell (= budget steps:N; default: "
+                   "the suite's matched budget)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="cells run in this many single-threaded worker processes (default: %(default)s; 1 = in "
                         "this process)")
