@@ -93,3 +93,13 @@ def test_test_selection_under_the_clean_variant_is_refused(synth_all, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("xbench: error: allow_test_selection is legal only under --variant paper")
     assert "\n" not in err and not (tmp_path / "o" / "records").exists()
+
+
+def test_dry_run_names_the_selection_split(synth_all, tmp_path, capsys):
+    base = ["run", "--method", "coop", "--dataset", "sketchy", "--data-root", str(synth_all), "--out",
+            str(tmp_path / "o"), "--dry-run", "--json", "--max-steps", "2"]
+    seen = []
+    for extra in ([], ["--variant", "paper"], ["--variant", "paper", "--data-option", "allow_test_selection=true"]):
+        assert main(base + extra) == 0
+        seen.append(json.loads(capsys.readouterr().out)[0]["selection"])
+    assert seen == ["val", "none (last weights)", "test (allowed)"]

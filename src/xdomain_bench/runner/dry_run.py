@@ -28,11 +28,11 @@ def plan_cells(cells: list[Cell], data_root: str | Path) -> list[dict[str, Any]]
         key = json.dumps([cell.dataset, cell.protocol, cell.variant, cell.holdout, options], sort_keys=True, default=str)
         if key not in infos:
             infos[key] = _data_info(cell, data_root, options)
-        info, n_train = infos[key]
+        info, n_train, has_val = infos[key]
         plan = {"method": cell.method, "dataset": cell.dataset, "protocol": cell.protocol, "variant": cell.variant,
                 "holdout": cell.holdout, "gallery": cell.data_options.get("gallery"), "seed": cell.seed,
                 "backbone": cell.backbone, "method_variant": cfg.get("variant"), "cell": cell.slug(),
-                "selection": "test (allowed)" if test_selection else "val",
+                "selection": "val" if has_val else "test (allowed)" if test_selection else "none (last weights)",
                 "budget": plan_budget(method_cls, cfg, cell, n_train)}
         reason = method_cls.unsupported_reason(info)
         if reason:
@@ -42,14 +42,15 @@ def plan_cells(cells: list[Cell], data_root: str | Path) -> list[dict[str, Any]]
 
 
 def _data_info(cell: Cell, data_root: str | Path, options: dict[str, Any]):
-    """(DataInfo, training rows) of a cell's protocol, from its manifest (no backbone is loaded)."""
+    """(DataInfo, training rows, has a validation split) of a cell's protocol, from its manifest (no backbone
+    is loaded)."""
     from ..data.datamodule import RetrievalDataModule
     from ..vlm.preprocess import ImagePreprocess
 
     dm = RetrievalDataModule(cell.dataset, data_root, cell.protocol, cell.variant, cell.holdout,
                              preprocess=ImagePreprocess(), seed=cell.seed, **options)
     dm.setup()
-    return dm.info, len(dm.role_frame("train"))
+    return dm.info, len(dm.role_frame("train")), bool(len(dm.role_frame("val_query")))
 
 
 def print_plans(plans: list[dict[str, Any]], as_json: bool) -> None:
