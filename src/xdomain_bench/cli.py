@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from .errors import XBenchError
@@ -37,14 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(words)
     try:
         rc = args.func(args)
     except XBenchError as exc:
         print(f"xbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("xbench: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # the runner says which cell (and phase and step) it stopped in
+        what = str(exc) or f"xbench {args.command}"
+        print(f"xbench: interrupted {what}; resume with: {shlex.join(['xbench', *words])}", file=sys.stderr)
         return 130
     return int(rc or 0)
 

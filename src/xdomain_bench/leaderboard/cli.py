@@ -53,6 +53,9 @@ class Leaderboard:
 
 def build_leaderboard(out: Path, reported_path: Path | None) -> Leaderboard:
     records = read_records(out)
+    if not records:
+        raise ConfigError(f"no records in {out / 'records'}: nothing to put on a leaderboard; run cells into it first "
+                          f"(xbench run ... --out {out})")
     names = BackboneNames.from_records(records)
     long = add_domain_averages(long_rows(records, names))
     long = long.sort_values(SORT, kind="stable").reset_index(drop=True)

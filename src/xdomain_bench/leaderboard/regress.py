@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -42,14 +43,37 @@ def compare(current: pd.DataFrame, golden: pd.DataFrame, tol: float) -> pd.DataF
 
 
 def read_golden(path: Path) -> pd.DataFrame:
+    """The golden long CSV, checked: the KEY columns and `value`, a number on every row, integer seeds."""
+    fix = f"fix the file, or rewrite it deliberately with `xbench regress RUN --against {path} --update`"
     if not path.is_file():
         raise XBenchError(f"golden file not found: {path}; create it deliberately with `xbench regress RUN "
                           f"--against {path} --update`")
-    df = pd.read_csv(path, keep_default_na=False, dtype={"seed": int})
+    try:
+        rows = [(n, r) for n, r in enumerate(csv.reader(path.read_text(encoding="utf-8").splitlines()), 1) if r]
+    except UnicodeDecodeError:
+        raise XBenchError(f"golden file {path} is not UTF-8 text; {fix}") from None
+    except csv.Error as exc:
+        raise XBenchError(f"golden file {path} is not a well-formed CSV ({exc}); {fix}") from None
+    if not rows:
+        raise XBenchError(f"golden file {path} is empty; {fix}")
+    header = rows[0][1]
+    for n, row in rows[1:]:
+        if len(row) != len(header):
+            raise XBenchError(f"golden file {path} line {n} has {len(row)} fields, the header {len(header)}; {fix}")
+    df = pd.DataFrame([r for _, r in rows[1:]], columns=header, dtype=str)
     missing = [c for c in KEY + ["value"] if c not in df.columns]
     if missing:
         raise XBenchError(f"golden file {path} lacks columns {missing}")
-    return df
+    if df.empty:
+        raise XBenchError(f"golden file {path} has a header but no rows; {fix}")
+    values = pd.to_numeric(df["value"], errors="coerce")
+    for column, ok in (("value", values.notna()), ("seed", df["seed"].str.fullmatch(r"\d+"))):
+        if not ok.all():
+            i = int((~ok).to_numpy().argmax())
+            what = "a number" if column == "value" else "an integer"
+            raise XBenchError(f"golden file {path} line {rows[i + 1][0]}: {column} {df[column].iloc[i]!r} "
+                              f"({df['method'].iloc[i]} {df['metric'].iloc[i]}) is not {what}; {fix}")
+    return df.assign(value=values.astype(float), seed=df["seed"].astype(int))
 
 
 def regress_command(args: argparse.Namespace) -> int:

@@ -26,7 +26,8 @@ def status_entries(records: list[dict[str, Any]], expected: list[dict[str, Any]]
         if rec.get("status") == "ok":
             continue
         reason = rec.get("error") or rec.get("reason") or "unknown"
-        text = f"n/a ({reason})" if rec.get("status") == "n/a" else f"failed ({reason.splitlines()[0][:120]})"
+        status = rec.get("status") if rec.get("status") in ("n/a", "interrupted") else "failed"
+        text = f"n/a ({reason})" if status == "n/a" else f"{status} ({reason.splitlines()[0][:120]})"
         entries.append(_entry(rec["cell"], text, names.of_record(rec), budget_label(rec["cell"], rec)))
     for cell in expected:
         if cell["key"] not in seen_keys:

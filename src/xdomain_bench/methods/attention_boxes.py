@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -146,3 +147,14 @@ class AttentionBoxCache:
 
     def state(self) -> dict[str, int | str]:
         return {"mode": self.mode, "cached": len(self.store), "computed": self.computed, "hits": self.hits}
+
+    def dump(self) -> dict[str, Any]:
+        """The cache as plain lists and tensors (a resume checkpoint restores it with `restore`)."""
+        keys = [list(k) if isinstance(k, tuple) else k for k in self.store]
+        boxes = torch.stack(list(self.store.values())) if self.store else torch.zeros(0, 4)
+        return {"keys": keys, "boxes": boxes, "computed": self.computed, "hits": self.hits}
+
+    def restore(self, dumped: dict[str, Any]) -> None:
+        keys = [tuple(k) if isinstance(k, list) else k for k in dumped["keys"]]
+        self.store = dict(zip(keys, dumped["boxes"].float().cpu()))
+        self.computed, self.hits = int(dumped["computed"]), int(dumped["hits"])

@@ -217,9 +217,29 @@ class RetrievalMethod(L.LightningModule):
         self.log("val_selection", score, prog_bar=True)
 
     # --- checkpoints hold only trainable state --------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        """Training state that the state dict leaves out and an exact resume needs: every non-persistent
+        buffer outside the frozen VLM (momentum copies, feature queues); subclasses add theirs (generators,
+        caches). Saved in resume checkpoints and at the end of each phase, never in `selected.pt`."""
+        buffers = {}
+        for prefix, module in self.named_modules():
+            if prefix == "vlm" or prefix.startswith("vlm."):
+                continue
+            for name in module._non_persistent_buffers_set:
+                if module._buffers.get(name) is not None:
+                    buffers[f"{prefix}.{name}" if prefix else name] = module._buffers[name]
+        return {"buffers": buffers}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        own = dict(self.named_buffers())
+        for name, value in (state.get("buffers") or {}).items():
+            if name in own:
+                own[name].copy_(value)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("vlm.")}
         checkpoint["xbench_phase"] = self.phase
+        checkpoint["xbench_training_state"] = self.training_state()
         from ..runner.resume import rng_state
 
         checkpoint["xbench_rng"] = rng_state()
@@ -231,6 +251,8 @@ class RetrievalMethod(L.LightningModule):
                 state.setdefault(k, v)
         if "xbench_phase" in checkpoint:
             self.set_phase(checkpoint["xbench_phase"])
+        if "xbench_training_state" in checkpoint:
+            self.load_training_state(checkpoint["xbench_training_state"])
         if "xbench_rng" in checkpoint:
             from ..runner.resume import set_rng_state
 

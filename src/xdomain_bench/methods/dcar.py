@@ -127,6 +127,15 @@ class DCAR(RetrievalMethod):
         if not info.has_captions:
             self.notes["templated_captions"] = True
 
+    # --- resume: the negatives' generator advances with training -------------------------------
+    def training_state(self) -> dict[str, Any]:
+        return {**super().training_state(), "negatives_rng": self.negatives.generator.get_state()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        super().load_training_state(state)
+        if "negatives_rng" in state:
+            self.negatives.generator.set_state(state["negatives_rng"])
+
     # --- pieces ---------------------------------------------------------------------------------
     def blank_embedding(self) -> Tensor:
         """f^∅ (E,), computed once per backbone and device."""

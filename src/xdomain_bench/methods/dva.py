@@ -99,6 +99,18 @@ class DVA(RetrievalMethod):
         if not info.single_domain:
             self.notes["domain_labels"] = "ignored"
 
+    # --- resume: cached attention boxes and their counts -----------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        counts = {k: self.notes[k] for k in ("boxes_annotation", "boxes_attention", "attention_box_cache")
+                  if k in self.notes}
+        return {**super().training_state(), "boxes": self.box_cache.dump(), "box_counts": counts}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        super().load_training_state(state)
+        if "boxes" in state:
+            self.box_cache.restore(state["boxes"])
+            self.notes.update(state["box_counts"])
+
     # --- parameter accounting ---------------------------------------------------------------------
     def parameter_shares(self) -> dict[str, float | int]:
         """Trainable fraction against all backbone parameters and against the vision tower."""

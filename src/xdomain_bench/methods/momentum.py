@@ -1,8 +1,8 @@
 """Momentum copies (H12) and per-class FIFO feature queues (UCDR-Adapter §2.3, §2.4).
 
 The EMA copy holds only the method's trainable tensors as buffers; the frozen backbone is shared.
-Both are training-time state and are left out of checkpoints (persistent=False): they refill within
-one queue length of steps.
+Both are training-time state, left out of the state dict (persistent=False) and so out of the selected
+weights; resume checkpoints carry them (`RetrievalMethod.training_state`), so a resumed run is exact.
 """
 
 from __future__ import annotations

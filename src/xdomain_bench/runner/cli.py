@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, XBenchError
+from .preflight import preflight
 
 
 def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -136,7 +137,9 @@ def suite_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"suite {args.suite} expands to no cells (check --only)")
     if args.dry_run:
         return _dry_run(cells, args)
-    summary = run_suite(cells, args.data_root, args.out, **_run_kwargs(args))
+    kwargs = _run_kwargs(args)
+    preflight(cells, args.data_root, args.out, args.allow_download)
+    summary = run_suite(cells, args.data_root, args.out, **kwargs)
     return 0 if summary["failed"] == 0 else 1
 
 
@@ -178,9 +181,14 @@ def cell_command(args: argparse.Namespace) -> int:
                 budget=budget_label(args) or "paper", data_options=data_options, method_overrides=overrides)
     if args.dry_run:
         return _dry_run([cell], args)
-    record = run_cell(cell, args.data_root, args.out, raise_errors=True, **_run_kwargs(args))
+    kwargs = _run_kwargs(args)
+    preflight([cell], args.data_root, args.out, args.allow_download)
+    record = run_cell(cell, args.data_root, args.out, raise_errors=True, **kwargs)
     if record["status"] == "worker":  # a DDP rank > 0: rank 0 reports
         return 0
+    if record["status"] == "claimed":
+        raise XBenchError(f"cell {cell.slug()} is {record['error']}; wait for that run to finish, or pass another "
+                          f"--out")
     console = Console()
     detail = record.get("reason") or ", ".join(f"{k}={v:.4f}" for k, v in record.get("metrics", {}).items())
     console.print(f"[bold]{cell.method}[/] on {cell.dataset}/{cell.protocol}/{cell.variant} "

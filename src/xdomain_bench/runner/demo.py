@@ -90,7 +90,18 @@ def ensure_backbone(spec: str, log) -> dict[str, Any]:
     return {"spec": spec, "line": line, "config_key": cfg.key(), "cached": cached}
 
 
-def _move_aside(out: Path, path: Path, folder: str) -> None:
+def _move_aside(out: Path, path: Path, folder: str) -> bool:
+    """Move a record and its checkpoints to `out/stale/folder`, unless a runner holds the cell's claim."""
+    from .claims import claim_cell
+
+    with claim_cell(out, path.stem) as claim:
+        if not claim.held:
+            return False
+        _move(out, path, folder)
+    return True
+
+
+def _move(out: Path, path: Path, folder: str) -> None:
     stale = out / "stale" / folder
     (stale / "records").mkdir(parents=True, exist_ok=True)
     path.rename(stale / "records" / path.name)
@@ -118,11 +129,10 @@ def set_aside_stale(out: Path, config_key: str | None, log, cells: list | None =
         cell = rec.get("cell") or {}
         old = (rec.get("backbone") or {}).get("config_key")
         if config_key and cell.get("backbone", "").startswith("demo-clip") and old and old != config_key:
-            _move_aside(out, path, old)
-            by_config += 1
+            by_config += _move_aside(out, path, old)
         elif cell and current.get(row_identity(cell), rec.get("cell_key")) != rec.get("cell_key"):
-            _move_aside(out, path, "settings")
-            changed.add(rec.get("cell_key"))
+            if _move_aside(out, path, "settings"):
+                changed.add(rec.get("cell_key"))
     if by_config:
         log(f"moved {by_config} records of an older demo-clip config to {out / 'stale'}; their cells run again")
     if changed:
@@ -158,8 +168,10 @@ def training_identity(cell) -> str:
 
 
 def share_training(out: Path, done_cell, cell) -> int:
-    """Give `cell` the finished phases of `done_cell` (same training identity); the runner then reuses them."""
+    """Give `cell` the finished phases of `done_cell` (same training identity); the runner then reuses them.
+    The caller holds `cell`'s claim."""
     from .records import Cell
+    from .resume import PHASE_END
 
     src_root, dst_root = out / "checkpoints" / Cell(**done_cell).slug(), out / "checkpoints" / cell.slug()
     copied = 0
@@ -169,6 +181,8 @@ def share_training(out: Path, done_cell, cell) -> int:
             continue
         dst.mkdir(parents=True, exist_ok=True)
         shutil.copy2(done.parent / "selected.pt", dst / "selected.pt")
+        if (done.parent / PHASE_END).is_file():
+            shutil.copy2(done.parent / PHASE_END, dst / PHASE_END)
         shutil.copy2(done, dst / "done.json")  # last: marks the phase finished
         copied += 1
     return copied
@@ -207,10 +221,10 @@ def run_group(cell_dicts: list[dict[str, Any]], root: str, out: str, progress: b
     results, trained = [], None
     for d in cell_dicts:
         cell = Cell(**d)
-        if trained is not None:
-            share_training(Path(out), trained, cell)
-        rec = run_cell(cell, root, out, progress=progress)
-        if rec["status"] == "ok":
+        source = trained
+        share = (lambda c=cell, s=source: share_training(Path(out), s, c)) if source is not None else None
+        rec = run_cell(cell, root, out, progress=progress, skip_done=True, on_claim=share)
+        if rec["status"] in ("ok", "done"):
             trained = d
         results.append({"cell": d, "status": rec["status"], "error": rec.get("error"),
                         "seconds": (rec.get("timings") or {}).get("total_s", 0.0)})
@@ -241,7 +255,7 @@ def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: 
     from .suite_run import register_expected
 
     register_expected(out, cells)
-    summary = {"ok": 0, "skipped": 0, "failed": 0, "n/a": 0}
+    summary = {"ok": 0, "skipped": 0, "failed": 0, "n/a": 0, "claimed": 0}
     groups: dict[str, list] = {}
     for cell in cells:
         if existing_ok_record(out, cell):
@@ -258,11 +272,14 @@ def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: 
         for res in results:
             done += 1
             cell, status = Cell(**res["cell"]), res["status"]
-            summary[status if status in summary else "failed"] += 1
+            summary[{"done": "skipped"}.get(status, status) if status in (*summary, "done") else "failed"] += 1
             head = (f"[{done}/{todo}] {cell.method} · {cell.dataset}/{cell.protocol} · {cell.holdout or '-'} · "
                     f"{cell.data_options.get('gallery', '-')} · seed {cell.seed}")
             if status == "ok":
                 console.print(f"{head}: ok in {res['seconds']:.0f} s  ({time.perf_counter() - t0:.0f} s elapsed)")
+            elif status in ("claimed", "done"):
+                console.print(f"{head}: [yellow]skipped[/], " + (res["error"] if status == "claimed" else "done by "
+                                                                 "another runner"))
             else:
                 console.print(f"{head}: [red]{status}[/] {res['error']}")
 
@@ -310,6 +327,10 @@ def demo_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"the demo suite {suite['_path']} expands to no cells (check --only)")
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    from .preflight import check_backbones, check_out_dir
+
+    check_out_dir(out)
+    check_backbones([backbone])
     console.rule("[bold]xbench demo[/]: every method on the synthetic world, with the demo-clip backbone")
     times: dict[str, float] = {}
 
@@ -340,7 +361,8 @@ def demo_command(args: argparse.Namespace) -> int:
     console.print(f"[bold]backbone[/]  {bb['line']}" + (f"\n          {bb['check']}" if bb.get("check") else ""))
     console.print("[bold]data[/]      " + "\n          ".join(data_lines))
     console.print(f"[bold]cells[/]     {summary['ok']} ran, {summary['skipped']} done already, {summary['failed']} "
-                  f"failed, {summary['n/a']} n/a")
+                  f"failed, {summary['n/a']} n/a" + (f", {summary['claimed']} left to the runners that hold them"
+                                                    if summary["claimed"] else ""))
     console.print(f"[bold]files[/]     {out}/leaderboard.csv (long), {out}/leaderboard_wide.csv (mean ± std over "
                   f"seeds), {out}/leaderboard.md, records in {out}/records/")
     console.print("[bold]time[/]      " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))

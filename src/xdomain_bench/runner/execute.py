@@ -6,6 +6,7 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import torch
 from ..errors import ConfigError, XBenchError
 from ..io_utils import atomic_write, atomic_write_json
 from .budget import record_trained
-from .records import Cell, new_record, write_record
+from .records import Cell, existing_ok_record, new_record, write_record
+from .resume import PHASE_END, fit_interruptible, phase_end_state, restore_phase_end
 from .trainer import build_trainer, resolve_accelerator, resolve_precision
 
 
@@ -75,6 +77,7 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
         done = phase_dir / "done.json"
         if done.is_file():  # finished in an earlier run: reuse its selected weights
             method.load_state_dict(torch.load(phase_dir / "selected.pt", map_location=method.device), strict=False)
+            restore_phase_end(method, phase_dir)
             info["phases"].append({**json.loads(done.read_text()), "reused": True})
             continue
         source = data if data is not None else dm
@@ -112,9 +115,8 @@ def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: b
     resume = phase_dir / "resume.ckpt"
     resuming = resume.is_file()
     t0 = time.perf_counter()
-    trainer.fit(method, datamodule=source, ckpt_path=str(resume) if resuming else None)
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"training of phase {phase} was interrupted; re-run to resume from {resume}")
+    fit_interruptible(trainer, method, source, resume if resuming else None, phase)
+    end_state = phase_end_state(method)  # before the selected weights replace the last ones
     entry: dict[str, Any] = {"name": phase, "steps": int(trainer.global_step), "seconds": time.perf_counter() - t0,
                              "trainable_params": method.trainable_counts()[phase], "batch_size": dm.batch_size,
                              "resumed": resuming}
@@ -131,17 +133,45 @@ def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: b
     if trainer.global_rank != 0:
         return entry
     atomic_write(phase_dir / "selected.pt", lambda p: torch.save(method.trainable_state_dict(), p))
+    atomic_write(phase_dir / PHASE_END, lambda p: torch.save(end_state, p))
     atomic_write_json(phase_dir / "done.json", entry)
     for stale in phase_dir.glob("*.ckpt"):  # the selected trainable state is all a later run needs
         stale.unlink()
     return entry
 
 
-def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_download: bool = False,
-             accelerator: str = "auto", precision: str = "auto", num_workers: int = 0, progress: bool = True,
-             raise_errors: bool = False, devices: int = 1, strategy: str = "auto",
-             feature_cache: bool = True) -> dict[str, Any]:
-    """Execute one cell and write its record. XBenchErrors in set-up propagate when `raise_errors`.
+def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, skip_done: bool = False,
+             on_claim: Callable[[], Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Claim the cell (runner/claims.py), then execute it and write its record (`execute_cell`).
+
+    A cell another runner holds is left alone: the result has status `claimed` and names the holder. With
+    `skip_done`, a cell whose record turned `ok` before the claim was won (another runner finished it) is not
+    run again: the result is that record with status `done`. `on_claim` runs once the claim is held, before
+    anything else (e.g. copying shared checkpoints in). DDP ranks > 0 follow rank 0 and claim nothing."""
+    from .claims import claim_cell
+
+    if global_rank() != 0:
+        return execute_cell(cell, data_root, out_dir, **kwargs)
+    with claim_cell(out_dir, cell.slug()) as claim:
+        if not claim.held:
+            return {"status": "claimed", "holder": claim.holder, "error": f"claimed by {claim.describe_holder()}"}
+        done = existing_ok_record(out_dir, cell) if skip_done else None
+        if done is not None:
+            return {**done, "status": "done"}
+        if on_claim is not None:
+            on_claim()
+        record = execute_cell(cell, data_root, out_dir, **kwargs)
+        if claim.stale:
+            record["claim_recovered"] = claim.stale  # not written: the holder a killed runner left
+        return record
+
+
+def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_download: bool = False,
+                 accelerator: str = "auto", precision: str = "auto", num_workers: int = 0, progress: bool = True,
+                 raise_errors: bool = False, devices: int = 1, strategy: str = "auto",
+                 feature_cache: bool = True) -> dict[str, Any]:
+    """Execute one cell and write its record (the caller holds its claim). XBenchErrors in set-up propagate
+    when `raise_errors`.
 
     With `devices > 1` Lightning's DDP re-launches the command for ranks 1..N-1; they train alongside
     rank 0 and return after the fit (status `worker`, nothing written); rank 0 alone evaluates, on the
@@ -216,9 +246,10 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_do
             raise
         record.update(status="failed", error=str(exc))
     except KeyboardInterrupt as exc:
-        record.update(status="interrupted", error=str(exc) or "interrupted")
+        where = f"{cell_label(cell)}" + (f", {exc}" if str(exc) else "")
+        record.update(status="interrupted", error=f"interrupted: {where}")
         _finish(out_dir, cell, record)
-        raise
+        raise KeyboardInterrupt(where) from None
     except Exception as exc:  # a failed cell records its error; the suite goes on
         if raise_errors:
             raise
@@ -252,9 +283,15 @@ def selection_of(training: dict[str, Any]) -> dict[str, Any]:
     return {"split": split, "tag": "test-selected" if split == "test" else None}
 
 
+def cell_label(cell: Cell) -> str:
+    """`method on dataset/protocol/variant · holdout · gallery · seed S`: a cell as the console names it."""
+    return (f"{cell.method} on {cell.dataset}/{cell.protocol}/{cell.variant} · {cell.holdout or '-'} · "
+            f"{cell.data_options.get('gallery', '-')} · seed {cell.seed}")
+
+
 def _finish(out_dir: Path, cell: Cell, record: dict[str, Any]) -> dict[str, Any]:
-    """Write the record (rank 0 only) and return it."""
-    if global_rank() == 0:
+    """Write the record (rank 0 only) and return it. An `ok` record is never replaced by one that is not."""
+    if global_rank() == 0 and (record.get("status") == "ok" or existing_ok_record(out_dir, cell) is None):
         write_record(out_dir, cell, record)
     return record
 

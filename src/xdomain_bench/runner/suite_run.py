@@ -1,4 +1,5 @@
-"""Run a whole suite: skip finished cells, record failures and go on, show cells done/total."""
+"""Run a whole suite: skip finished cells and cells another runner has claimed, record failures and go on,
+show cells done/total."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from ..io_utils import atomic_write_json
 from ..leaderboard.status import EXPECTED_CELLS
+from .claims import describe
 from .records import Cell, existing_ok_record
 
 
@@ -41,7 +43,7 @@ def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **r
     out_dir = Path(out_dir)
     if rank0:
         register_expected(out_dir, cells)
-    summary = {"ok": 0, "skipped": 0, "failed": 0, "n/a": 0}
+    summary = {"ok": 0, "skipped": 0, "failed": 0, "n/a": 0, "claimed": 0}
     t0 = time.perf_counter()
     for i, cell in enumerate(cells, 1):
         head = f"[{i}/{len(cells)}] {cell.method} · {cell.dataset}/{cell.protocol}/{cell.variant}"
@@ -51,10 +53,16 @@ def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **r
             console.print(f"[dim]{head}: done already[/]")
             continue
         console.print(f"[bold]{head}[/]")
-        rec = run_cell(cell, data_root, out_dir, **run_kwargs)
+        rec = run_cell(cell, data_root, out_dir, skip_done=True, **run_kwargs)
         status = rec["status"]
         if not rank0:  # rank 0 reports and counts; a worker exiting non-zero would stop the whole run
             continue
+        if status in ("claimed", "done"):  # another runner has it, or finished it meanwhile
+            summary["claimed" if status == "claimed" else "skipped"] += 1
+            console.print(f"    [yellow]skipped[/]: {rec['error']}" if status == "claimed" else "    done already")
+            continue
+        if rec.get("claim_recovered"):
+            console.print(f"    took over from a runner that died holding this cell: {describe(rec['claim_recovered'])}")
         summary[status if status in summary else "failed"] += 1
         if status == "ok":
             console.print(f"    ok in {rec['timings']['total_s']:.1f} s")
@@ -62,6 +70,7 @@ def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **r
             console.print(f"    n/a: {rec['reason']}")
         else:
             console.print(f"    [red]{status}[/]: {rec.get('error')}")
+    claimed = f", {summary['claimed']} left to the runners that hold them" if summary["claimed"] else ""
     console.print(f"suite: {summary['ok']} ran, {summary['skipped']} already done, {summary['failed']} failed, "
-                  f"{summary['n/a']} n/a, in {time.perf_counter() - t0:.0f} s")
+                  f"{summary['n/a']} n/a{claimed}, in {time.perf_counter() - t0:.0f} s")
     return summary

@@ -9,8 +9,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..errors import ConfigError
+from ..io_utils import atomic_write
 
 # The frozen backbone stays in eval mode on purpose (dropout off); Lightning would warn about it.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -35,6 +37,14 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     if accelerator == "cuda":
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file, fsynced, then renamed: a process killed while saving leaves
+    the previous checkpoint whole (Lightning's own writer truncates the file first)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir: Path, has_val: bool,
@@ -70,6 +80,6 @@ def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir:
         log_every_n_steps=max(1, min(50, max_steps)),
         # Our train loaders use our own batch samplers (SeededBatches), which split batches across DDP
         # ranks themselves; every rank validates on the whole val split, so the selection score is exact.
-        use_distributed_sampler=False,
+        use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
     )
     return trainer, ckpt
