@@ -147,6 +147,26 @@ def listing_is_shuffled(real_scandir, folder: Path) -> bool:
     return [e.name for e in os.scandir(folder)] != [e.name for e in real_scandir(folder)]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "xbench_cache"))
+@pytest.fixture
+def scratch(tmp_path) -> Path:
+    """An empty folder of this test's own under pytest's tmp path."""
+    path = tmp_path / "scratch"
+    path.mkdir()
+    return path
+
+
+def files_per_class(domain_dir: Path) -> dict[str, int]:
+    """Image files in each class folder of one domain folder, counted on disk (not from any marker)."""
+    return {d.name: sum(1 for f in d.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
+            for d in domain_dir.iterdir() if d.is_dir()}
+
+
+def two_domain_roles(classes: set[str], test: set[str], val: set[str], per_class: int,
+                     variant: str) -> dict[str, int]:
+    """Rows per role of a sketch/photo protocol (PROTOCOLS §3.2, §4.2) on a tree that holds `per_class` files of
+    each class in both domains: test classes give queries (sketches) and gallery (photos); `clean` holds the val
+    classes out as val_query / val_gallery and trains on the rest, `paper` trains on every non-test class."""
+    held = test | val if variant == "clean" else test
+    n_val = len(classes & val) * per_class if variant == "clean" else 0
+    return {"train": 2 * per_class * len(classes - held), "val_query": n_val, "val_gallery": n_val,
+            "query": per_class * len(classes & test), "gallery": per_class * len(classes & test)}

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from dn_fixture import listing_is_shuffled
+from dn_fixture import files_per_class, listing_is_shuffled
 
 from xdomain_bench.data.base import get_dataset
 from xdomain_bench.data.manifest import ROLES, write_manifest
@@ -51,38 +48,18 @@ def write_full_cub(root: Path, reverse: bool = False) -> Path:
     return ds
 
 
-def _scratch_dir(tmp_path_factory, name: str) -> tuple[Path, bool]:
-    """A scratch folder in RAM (/dev/shm) when possible: these tests write thousands of tiny files."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return Path(tempfile.mkdtemp(prefix=f"xbench-{name}-", dir=shm)), True
-    return tmp_path_factory.mktemp(name), False
-
-
-@pytest.fixture
-def scratch(tmp_path_factory):
-    path, in_ram = _scratch_dir(tmp_path_factory, "t")
-    yield path
-    if in_ram:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
-    root, in_ram = _scratch_dir(tmp_path_factory, "cub")
+    root = tmp_path_factory.mktemp("cub")
     write_full_cub(root)
-    yield root
-    if in_ram:
-        shutil.rmtree(root, ignore_errors=True)
+    return root
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root, in_ram = _scratch_dir(tmp_path_factory, "cubtiny")
+    root = tmp_path_factory.mktemp("cubtiny")
     get_dataset("cub").synth(root, "tiny")
-    yield root
-    if in_ram:
-        shutil.rmtree(root, ignore_errors=True)
+    return root
 
 
 def copy_of(src: Path, dst: Path) -> Path:
@@ -90,10 +67,21 @@ def copy_of(src: Path, dst: Path) -> Path:
     return dst / "CUB_200_2011"
 
 
-def test_fixture_has_the_official_totals():
-    assert len(NAMES) == 200 and NAMES[0] == "001.Black_footed_Albatross" and NAMES[-1] == "200.Common_Yellowthroat"
-    assert sum(PER_CLASS[c] for c in range(1, 101)) == 5864 and sum(PER_CLASS[c] for c in range(101, 201)) == 5924
-    assert sum(TRAIN_PER_CLASS.values()) == 5994
+def test_full_fixture_files_have_the_official_totals(full):
+    """The written metadata, counted from the files, against PROTOCOLS §5.1's published totals."""
+    ds = full / "CUB_200_2011"
+
+    def column(name: str) -> list[str]:
+        return [line.split()[1] for line in (ds / name).read_text().splitlines()]
+
+    assert [line.split(" ", 1)[1] for line in (ds / "classes.txt").read_text().splitlines()] == NAMES
+    assert NAMES[0] == "001.Black_footed_Albatross" and NAMES[-1] == "200.Common_Yellowthroat"
+    labels = [int(c) for c in column("image_class_labels.txt")]
+    assert len(column("images.txt")) == len(labels) == 11788
+    assert sum(c <= 100 for c in labels) == 5864 and sum(c > 100 for c in labels) == 5924
+    split = column("train_test_split.txt")
+    assert (split.count("1"), split.count("0")) == (5994, 5794)
+    assert sum(1 for f in (ds / "images").rglob("*.jpg")) == 11788
 
 
 def test_open_paper_is_5864_train_and_5924_same_set_test(full):
@@ -223,17 +211,36 @@ def test_listed_but_missing_image_is_named(scratch, tiny):
     assert "images.txt:12" in msg and line12.split()[1] in msg and "1 of 160" in msg and "\n" not in msg
 
 
-def test_synth_tiny_verifies_with_true_boxes_and_fills_every_role(scratch):
+def test_synth_tiny_holds_the_derived_classes_and_role_counts(scratch):
+    cfg = yaml.safe_load((dataset_cards_dir() / "cub.yaml").read_text())["synthetic"]["tiny"]
+    ids = [cid for first, k in cfg["from_ranges"] for cid in range(first, first + k)]
+    n, half = cfg["per_class"], cfg["per_class"] // 2  # the card: half of each class is official train
     adapter = get_dataset("cub")
-    t0 = time.perf_counter()
     ds = adapter.synth(scratch, "tiny", seed=0)
-    assert time.perf_counter() - t0 < 3.0
+    assert {c: n for c, n in files_per_class(ds / "images").items() if n} == {NAMES[c - 1]: n for c in ids}
+    labels = [int(line.split()[1]) for line in (ds / "image_class_labels.txt").read_text().splitlines()]
+    train = [line.split()[1] == "1" for line in (ds / "train_test_split.txt").read_text().splitlines()]
+    assert {c: sum(t for lab, t in zip(labels, train) if lab == c) for c in ids} == dict.fromkeys(ids, half)
     report = adapter.verify(scratch)
     assert report.ok, report.problems
-    assert report.counts["classes"] == 200 and 100 <= report.counts["images"] <= 600
-    for protocol in ("fgir_open", "fgir_closed"):
-        c = adapter.build_manifest(scratch, protocol, "clean").counts()
-        assert all(c[r] > 0 for r in ROLES), (protocol, c)
+
+    def within(lo: int, hi: int) -> int:
+        return n * sum(lo <= c <= hi for c in ids)
+
+    n_val = len(ids) * (half * 20 // 100)  # §5.2: sample(train images of the class, 0.20) per class
+    expected = {  # §5.2: open = classes 1-80 | 81-100 | 101-200; closed = official train | test
+        ("fgir_open", "clean"): {"train": within(1, 80), "val_query": within(81, 100),
+                                 "val_gallery": within(81, 100), "query": within(101, 200),
+                                 "gallery": within(101, 200)},
+        ("fgir_open", "paper"): {"train": within(1, 100), "val_query": 0, "val_gallery": 0,
+                                 "query": within(101, 200), "gallery": within(101, 200)},
+        ("fgir_closed", "clean"): {"train": len(ids) * half - n_val, "val_query": n_val, "val_gallery": n_val,
+                                   "query": len(ids) * half, "gallery": len(ids) * half},
+        ("fgir_closed", "paper"): {"train": len(ids) * half, "val_query": 0, "val_gallery": 0,
+                                   "query": len(ids) * half, "gallery": len(ids) * half},
+    }
+    for (protocol, variant), counts in expected.items():
+        assert adapter.build_manifest(scratch, protocol, variant).counts() == counts, (protocol, variant)
     for line in (ds / "bounding_boxes.txt").read_text().splitlines():
         _, x, y, w, h = map(float, line.split())
         assert 0 <= x and 0 <= y and 0 < w and 0 < h and x + w <= 64 and y + h <= 64

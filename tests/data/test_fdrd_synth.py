@@ -1,5 +1,6 @@
-"""Synthetic FDRD tree: released JSON format and CoOp layout, verify, and manifests that match the
-synth marker's counts. Format checks read the written files directly, not through the adapter."""
+"""Synthetic FDRD tree: released JSON format and CoOp layout, verify, and manifests whose counts match those
+read from the written files (never from the synth marker). Format checks read the written files directly, not
+through the adapter."""
 
 from __future__ import annotations
 
@@ -29,10 +30,6 @@ def tiny(tmp_path_factory, adapter) -> Path:
 
 def load(root: Path, rel: str) -> dict:
     return json.loads((root / "FDRD" / rel).read_text(encoding="utf-8"))
-
-
-def marker(root: Path) -> dict:
-    return json.loads((root / "FDRD/.xbench_synth.json").read_text(encoding="utf-8"))
 
 
 def test_synth_writes_the_released_format_and_coop_layout(tiny):
@@ -73,23 +70,51 @@ def test_synth_reproduces_the_quirks(tiny):
     assert sum(len(set(rec["negative"])) < 4 for rec in pets.values()) >= 1
 
 
-def test_verify_passes_and_manifests_match_the_marker(tiny, adapter):
+def counts_from_files(root: Path) -> dict[str, dict[str, int]]:
+    """Per core dataset, counted from the released-format JSON and CoOp's split files by PROTOCOLS §6.2/§6.6
+    alone: test entries, train entries whose image is in CoOp's val split, the other train entries, and the
+    distinct test classes (pets and aircraft: key prefix before the last `_`, `/` restored in aircraft)."""
+    out = {}
+    for ds, tag, image_dir in (("oxford_pets", "pets", "images"), ("oxford_flowers", "flower", "jpg"),
+                               ("fgvc_aircraft", "plane", "images")):
+        test, train = load(root, f"test/{tag}_test.json"), load(root, f"train/{tag}_train.json")
+        if ds == "fgvc_aircraft":
+            lines = (root / ds / "images_variant_val.txt").read_text().splitlines()
+            val = {f"{ds}/images/{line.split(' ', 1)[0]}.jpg" for line in lines if line.strip()}
+            paths = {k: f"{ds}/images/{r['file_name']}.jpg" for k, r in train.items()}
+            classes = {k.rsplit("_", 1)[0].replace("F-16A_B", "F-16A/B").replace("F_A-18", "F/A-18") for k in test}
+        else:
+            split = json.loads((root / ds / f"split_zhou_{'OxfordPets' if tag == 'pets' else 'OxfordFlowers'}.json")
+                               .read_text())
+            val = {f"{ds}/{image_dir}/{item[0]}" for item in split["val"]}
+            if ds == "oxford_pets":
+                paths = {k: f"{ds}/images/{k}.jpg" for k in train}
+                classes = {k.rsplit("_", 1)[0] for k in test}
+            else:
+                paths = {k: f"{ds}/jpg/image_{r['number']}.jpg" for k, r in train.items()}
+                classes = {r["class_name"] for r in test.values()}
+        n_val = sum(p in val for p in paths.values())
+        out[ds] = {"test": len(test), "val": n_val, "train": len(train) - n_val, "classes": len(classes)}
+    return out
+
+
+def test_verify_passes_and_manifests_match_counts_read_from_the_files(tiny, adapter):
     report = adapter.verify(tiny)
     assert report.ok, report.problems
     assert report.warnings == []
-    expected = marker(tiny)["expected_counts"]
-    for name, n in expected["entries"].items():
-        assert report.counts[f"entries:{name}"] == n
+    files = counts_from_files(tiny)
+    assert all(c["test"] and c["val"] and c["train"] for c in files.values()), files  # every role non-empty
     clean = adapter.build_manifest(tiny, "itr", "clean")
     paper = adapter.build_manifest(tiny, "itr", "paper")
-    coop = expected["coop"]
-    assert clean.meta["counts"]["query"] == sum(c["test"] for c in coop.values())
-    assert clean.meta["counts"]["val_query"] == sum(c["val"] for c in coop.values())
-    assert clean.meta["counts"]["train"] == sum(c["train"] for c in coop.values())
-    assert paper.meta["counts"]["train"] == sum(c["train"] + c["val"] for c in coop.values())
+    assert clean.meta["counts"]["query"] == paper.meta["counts"]["query"] == sum(c["test"] for c in files.values())
+    assert clean.meta["counts"]["val_query"] == sum(c["val"] for c in files.values())
+    assert clean.meta["counts"]["train"] == sum(c["train"] for c in files.values())
+    assert paper.meta["counts"]["train"] == sum(c["train"] + c["val"] for c in files.values())
+    assert paper.meta["counts"]["val_query"] == 0
     for ds, info in clean.meta["datasets"].items():
-        assert info["num_classes"] == expected["classes"][ds]
-        assert info["stats"] == marker(tiny)["quirks"][ds]
+        assert info["num_classes"] == files[ds]["classes"] == 6, ds  # the tiny tree's six classes each
+        query = clean.role("query")
+        assert (query["relpath"].str.split("/").str[0] == ds).sum() == files[ds]["test"], ds
     assert "F-16A/B" in set(clean.rows.class_name) and "F/A-18" in set(clean.rows.class_name)
 
 

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from dn_fixture import listing_is_shuffled
+import yaml
+from dn_fixture import files_per_class, listing_is_shuffled, two_domain_roles
 from PIL import Image
 
 from xdomain_bench.data.base import get_dataset
 from xdomain_bench.data.manifest import ROLES, read_manifest, write_manifest
 from xdomain_bench.errors import DataError
-from xdomain_bench.paths import splits_dir
+from xdomain_bench.paths import dataset_cards_dir, splits_dir
 
 # PROTOCOLS.md §3.2, derived val classes (independent of the card).
 VAL = {
@@ -53,29 +50,12 @@ def make_tree(root: Path, sketch_rel: str = "sketch", classes: list[str] = CLASS
     return ds
 
 
-def _scratch_dir(tmp_path_factory, name: str) -> tuple[Path, bool]:
-    """A scratch folder in RAM (/dev/shm) when possible: these tests write thousands of tiny files."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return Path(tempfile.mkdtemp(prefix=f"xbench-{name}-", dir=shm)), True
-    return tmp_path_factory.mktemp(name), False
-
-
-@pytest.fixture
-def scratch(tmp_path_factory):
-    path, in_ram = _scratch_dir(tmp_path_factory, "t")
-    yield path
-    if in_ram:
-        shutil.rmtree(path, ignore_errors=True)
-
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    root, in_ram = _scratch_dir(tmp_path_factory, "sk")
+    root = tmp_path_factory.mktemp("sk")
     make_tree(root)
-    yield root
-    if in_ram:
-        shutil.rmtree(root, ignore_errors=True)
+    return root
 
 
 def classes_of(m, role: str) -> set[str]:
@@ -195,19 +175,34 @@ def test_listing_order_does_not_change_the_manifest_bytes(scratch, tree, shuffle
     assert back.counts() == adapter.build_manifest(tree, "uccdr_eccv21").counts()
 
 
-def test_synth_tiny_verifies_and_fills_every_role(scratch):
+def tiny_synth_classes(cfg: dict) -> list[str]:
+    """The classes the tiny tree should hold, from the shipped lists and §3.2's val classes: per protocol the first
+    `test` test and `val` val classes not yet taken, then the first `train` classes that are never val or test."""
+    picked: list[str] = []
+    for protocol in ("uccdr_eccv21", "uccdr_random25"):
+        for names, n in ((_lines(TEST_FILE[protocol]), cfg["test"]), (VAL[protocol], cfg["val"])):
+            picked += [c for c in names if c not in picked][:n]
+    held = {c for p in VAL for c in VAL[p] + _lines(TEST_FILE[p])}
+    return picked + [c for c in CLASSES if c not in held][: cfg["train"]]
+
+
+def test_synth_tiny_holds_the_derived_classes_and_role_counts(scratch):
+    cfg = yaml.safe_load((dataset_cards_dir() / "sketchy.yaml").read_text())["synthetic"]["tiny"]
+    classes = tiny_synth_classes(cfg)
+    assert len(classes) == 2 * (cfg["test"] + cfg["val"]) + cfg["train"]  # the two protocols share no pick
     adapter = get_dataset("sketchy")
-    t0 = time.perf_counter()
     ds = adapter.synth(scratch, "tiny", seed=0)
-    assert time.perf_counter() - t0 < 3.0
+    for domain in ("sketch", "extended_photo"):
+        assert files_per_class(ds / domain) == dict.fromkeys(classes, cfg["per_class"]), domain
     report = adapter.verify(scratch)
     assert report.ok, report.problems
-    n_images = report.counts["sketch_files"] + report.counts["extended_photo_files"]
-    assert 100 <= n_images <= 600
     for protocol in ("uccdr_eccv21", "uccdr_random25"):
-        clean = adapter.build_manifest(scratch, protocol, "clean").counts()
-        assert all(clean[r] > 0 for r in ROLES), (protocol, clean)
-        assert set(adapter.build_manifest(scratch, protocol, "paper").rows["class_name"]) <= set(CLASSES)
+        test, val = set(_lines(TEST_FILE[protocol])), set(VAL[protocol])
+        for variant in ("clean", "paper"):
+            m = adapter.build_manifest(scratch, protocol, variant)
+            expected = two_domain_roles(set(classes), test, val, cfg["per_class"], variant)
+            assert m.counts() == expected, (protocol, variant)
+            assert classes_of(m, "query") == set(classes) & test
     sketch = next((ds / "sketch").rglob("*.png"))
     photo = next((ds / "extended_photo").rglob("*.jpg"))
     with Image.open(sketch) as s, Image.open(photo) as p:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from dn_fixture import listing_is_shuffled
+import yaml
+from dn_fixture import files_per_class, listing_is_shuffled, two_domain_roles
 
 from xdomain_bench.data.base import get_dataset
 from xdomain_bench.data.manifest import ROLES, write_manifest
 from xdomain_bench.errors import DataError
-from xdomain_bench.paths import splits_dir
+from xdomain_bench.paths import dataset_cards_dir, splits_dir
 
 
 def _lines(name: str) -> list[str]:
@@ -59,29 +56,12 @@ def make_tree(root: Path, folder: str = "TUBerlin", raw: bool = False, reverse: 
     return ds
 
 
-def _scratch_dir(tmp_path_factory, name: str) -> tuple[Path, bool]:
-    """A scratch folder in RAM (/dev/shm) when possible: these tests write thousands of tiny files."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return Path(tempfile.mkdtemp(prefix=f"xbench-{name}-", dir=shm)), True
-    return tmp_path_factory.mktemp(name), False
-
-
-@pytest.fixture
-def scratch(tmp_path_factory):
-    path, in_ram = _scratch_dir(tmp_path_factory, "t")
-    yield path
-    if in_ram:
-        shutil.rmtree(path, ignore_errors=True)
-
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    root, in_ram = _scratch_dir(tmp_path_factory, "tub")
+    root = tmp_path_factory.mktemp("tub")
     make_tree(root)
-    yield root
-    if in_ram:
-        shutil.rmtree(root, ignore_errors=True)
+    return root
 
 
 def classes_of(m, role: str) -> set[str]:
@@ -199,19 +179,22 @@ def test_verify_checks_a_real_tree_against_the_card(tree):
     assert not any("class folders missing" in p for p in problems)
 
 
-def test_synth_tiny_verifies_and_fills_every_role(scratch):
+def test_synth_tiny_holds_the_derived_classes_and_role_counts(scratch):
+    cfg = yaml.safe_load((dataset_cards_dir() / "tuberlin.yaml").read_text())["synthetic"]["tiny"]
+    # §4.2 lists: the first `test` test classes, the first `val` val classes, the first `train` others
+    classes = TEST[: cfg["test"]] + VAL[: cfg["val"]] + [c for c in CLASSES if c not in TEST + VAL][: cfg["train"]]
     adapter = get_dataset("tuberlin")
-    t0 = time.perf_counter()
     ds = adapter.synth(scratch, "tiny", seed=0)
-    assert time.perf_counter() - t0 < 3.0
+    for domain, ext in (("sketches", ".png"), ("images", ".jpg")):
+        assert files_per_class(ds / domain) == dict.fromkeys(classes, cfg["per_class"]), domain
+        assert {f.suffix for f in (ds / domain).rglob("*") if f.is_file()} == {ext}
     report = adapter.verify(scratch)
     assert report.ok, report.problems
-    assert 100 <= report.counts["sketches_files"] + report.counts["images_files"] <= 600
-    clean = adapter.build_manifest(scratch, "uccdr_random30", "clean")
-    assert all(clean.counts()[r] > 0 for r in ROLES), clean.counts()
-    assert set(clean.rows["class_name"]) <= set(CLASSES)
-    assert classes_of(clean, "query") <= set(TEST) and classes_of(clean, "val_query") <= set(VAL)
-    assert next((ds / "sketches").rglob("*.png")).is_file() and next((ds / "images").rglob("*.jpg")).is_file()
+    for variant in ("clean", "paper"):
+        m = adapter.build_manifest(scratch, "uccdr_random30", variant)
+        assert m.counts() == two_domain_roles(set(classes), set(TEST), set(VAL), cfg["per_class"], variant), variant
+        assert classes_of(m, "query") == set(TEST[: cfg["test"]])
+    assert classes_of(m, "train") == set(classes) - set(TEST)  # paper: val classes train too
 
 
 def test_verify_reports_bad_and_missing_files(scratch):

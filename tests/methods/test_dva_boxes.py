@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from xdomain_bench.errors import ConfigError
 from xdomain_bench.methods.attention_boxes import (
     AttentionBoxCache,
     attention_boxes,
@@ -218,5 +219,6 @@ def test_view_augmentation():
     m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
     raw = out * s + m
     assert float(raw.min()) >= -1e-5 and float(raw.max()) <= 1 + 1e-5  # colour ops stay in [0, 1]
-    with pytest.raises(Exception, match="unknown view_augment"):
-        ViewAugment.from_config({"hue": 0.1})
+    with pytest.raises(ConfigError, match=r"unknown view_augment keys \['hue'\]") as exc:
+        ViewAugment.from_config({"hue": 0.1, "flip": 0.5})
+    assert type(exc.value) is ConfigError

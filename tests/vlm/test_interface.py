@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -34,14 +36,32 @@ def test_plain_paths_match_transformers_forward(tiny_vlm):
     torch.testing.assert_close(tiny_vlm.encode_text(texts), _hf_text(tiny_vlm, texts), rtol=0, atol=1e-5)
 
 
-def test_sizes_read_from_config(tiny_vlm):
-    s = tiny_vlm.sizes
-    cfg = tiny_vlm.clip.config
-    assert (s.vision_width, s.text_width, s.embed_dim) == (cfg.vision_config.hidden_size,
-                                                          cfg.text_config.hidden_size, cfg.projection_dim)
-    assert s.grid * s.patch_size == s.image_size
-    assert tiny_vlm.logit_scale == pytest.approx(float(cfg.logit_scale_init_value and torch.tensor(
-        cfg.logit_scale_init_value).exp()))
+def test_sizes_and_scale_match_the_loaded_tensors(tiny_vlm, tmp_path):
+    """A saved checkpoint with non-default shapes and a trained-looking logit scale, loaded from its folder:
+    every size is read off the weights themselves, and s_clip is exp of the stored scalar."""
+    other = load_backbone("tiny-clip:vision_width=96,text_width=40,embed_dim=24,patch_size=4,vision_layers=3,"
+                          "text_layers=1,context_length=33")
+    with torch.no_grad():
+        other.clip.logit_scale.fill_(math.log(42.5))
+    other.clip.save_pretrained(tmp_path / "ckpt")
+    other.tokenizer.save_pretrained(tmp_path / "ckpt")
+    vlm = load_backbone(f"hf-clip:{tmp_path / 'ckpt'}")
+    weights = vlm.clip.state_dict()
+    patch = weights["vision_model.embeddings.patch_embedding.weight"]  # (W, 3, P, P)
+    n_pos = weights["vision_model.embeddings.position_embedding.weight"].shape[0]  # grid² + 1
+    s = vlm.sizes
+    assert s.vision_width == patch.shape[0] == 96 and s.patch_size == patch.shape[-1] == 4
+    assert s.grid**2 + 1 == n_pos and s.image_size == 32
+    assert s.text_width == weights["text_model.embeddings.token_embedding.weight"].shape[1] == 40
+    assert s.context_length == weights["text_model.embeddings.position_embedding.weight"].shape[0] == 33
+    assert s.embed_dim == weights["visual_projection.weight"].shape[0] == weights["text_projection.weight"].shape[0]
+    assert s.embed_dim == 24
+    assert s.vision_layers == 1 + max(int(k.split(".")[3]) for k in weights if k.startswith("vision_model.encoder.layers."))
+    assert s.text_layers == 1 + max(int(k.split(".")[3]) for k in weights if k.startswith("text_model.encoder.layers."))
+    assert (s.vision_layers, s.text_layers) == (3, 1)
+    assert vlm.logit_scale == pytest.approx(42.5, rel=1e-6)
+    assert tiny_vlm.logit_scale == pytest.approx(float(tiny_vlm.clip.state_dict()["logit_scale"].exp()))
+    assert vlm.encode_image(_pixels(vlm)).shape == (3, 24)
 
 
 def test_training_a_prompt_leaves_backbone_bit_identical(tiny_vlm):
