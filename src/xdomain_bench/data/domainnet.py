@@ -19,7 +19,7 @@ from .sampling import sample_split as _sample_split
 from .verify_utils import compare_counts, find_bad_images
 
 log = logging.getLogger(__name__)
-SYNTH_SIDECAR = ".xbench_synth.json"
+SYNTH_SIDECAR = ".xbench_synth.json"  # = synth.sketch_pairs.SYNTH_MARKER; the synth package never imports this module
 # (domain, class) pairs that may lack a folder in a complete tree: PROTOCOLS §2.2's known gap.
 KNOWN_GAPS = {("painting", "t-shirt")}
 PROTOCOL_OPTIONS = {"ucdr": ("gallery", "paper_profile"), "uccdr": ("gallery", "seen", "paper_profile"),

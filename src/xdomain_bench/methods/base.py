@@ -208,7 +208,7 @@ class RetrievalMethod(L.LightningModule):
         store.append((self.embed_images(batch).float().cpu(), batch["class_id"].cpu(), batch.get("caption")))
 
     def on_validation_epoch_end(self) -> None:
-        from ..runner.evaluate import selection_score
+        from .selection import selection_score
 
         if not self._val:
             return

@@ -12,6 +12,7 @@ import numpy as np
 
 from ...errors import ConfigError, DataError
 from .objects import class_specs, render
+from .sketch_pairs import SYNTH_MARKER as SYNTH_SIDECAR
 
 if TYPE_CHECKING:
     from ..domainnet import DomainNet
@@ -41,8 +42,6 @@ def synth_domainnet(adapter: DomainNet, root: str | Path, scale: str = "tiny", s
     scales = adapter.card["synth"]["per_class"]
     if scale not in scales:
         raise ConfigError(f"unknown synth scale '{scale}'; known scales: {', '.join(scales)}")
-    from ..domainnet import SYNTH_SIDECAR
-
     root = Path(root)
     target = root / adapter.folder
     if target.exists():
