@@ -41,13 +41,6 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-
-
 def first_folder(path: Path) -> Path:
     return sorted(p for p in path.iterdir() if p.is_dir())[0]
 

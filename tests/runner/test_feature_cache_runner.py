@@ -125,7 +125,7 @@ def test_a_crashed_cached_cell_resumes_to_the_same_weights(synth_all, tmp_path, 
     crashed = xbench_subprocess(["run", "--method", "dalsclip", "--dataset", "domainnet", "--max-steps", "6",
                                  "--set", "batch_size=8", "--no-progress", "--data-root", synth_all, "--out", out],
                                 env={"XBENCH_CRASH_AFTER_STEPS": "4"})
-    assert crashed.returncode != 0 and "KeyboardInterrupt" in crashed.stderr
+    assert crashed.returncode == -9  # SIGKILL (the crash hook), so no record and nothing saved on the way out
     phase_dir = out / "checkpoints" / cell.slug() / "main"
     step = torch.load(phase_dir / "resume.ckpt", weights_only=False)["global_step"]
     assert 0 < step < 6 and not (phase_dir / "done.json").exists()

@@ -80,13 +80,13 @@ def regress_command(args: argparse.Namespace) -> int:
     from .console import make_console, print_table
 
     run_dir, golden_path = Path(args.dir), Path(args.against)
+    golden = None if args.update else read_golden(golden_path)  # a broken golden file fails before the run is read
     current = current_values(run_dir)
-    if args.update:
+    if golden is None:
         text = current.to_csv(index=False, lineterminator="\n", float_format="%.6f")
         atomic_write(golden_path, lambda p: p.write_text(text, encoding="utf-8"))
         print(f"wrote golden file {golden_path} ({len(current)} metrics)")
         return 0
-    golden = read_golden(golden_path)
     current = current.astype({"seed": int})
     bad = compare(current, golden, args.tol)
     console = make_console(getattr(args, "width", None))

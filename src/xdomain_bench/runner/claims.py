@@ -8,8 +8,9 @@ their pid and host. Next to the lock, `<slug>.holder.json` names the holder (pid
 so that a runner that finds the cell claimed can say by whom; it is removed on release, so one still there
 when a claim is won was left by a holder that died, and is reported as such.
 
-A SLURM or other launcher claims cells through `claim_cell` just the same. The lock files stay in place
-after release (waiters must share one inode); they hold nothing.
+A SLURM or other launcher claims cells through `claim_cell` just the same. The holder removes the lock file
+before it lets go of the lock (filelock sees an unlinked inode and tries again), and the last one out removes
+the `claims/` folder, so a run leaves nothing behind but its results.
 """
 
 from __future__ import annotations
@@ -72,17 +73,27 @@ def claim_paths(out_dir: str | Path, slug: str) -> tuple[Path, Path]:
 def claim_cell(out_dir: str | Path, slug: str) -> Iterator[Claim]:
     """Try once to claim the cell `slug` under `out_dir`; yields a Claim (check `.held`). Released on exit."""
     lock_path, holder_path = claim_paths(out_dir, slug)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        yield Claim(slug, held=False, holder=_read_holder(holder_path))
-        return
+    for attempt in range(3):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(blocking=False)
+            break
+        except Timeout:
+            yield Claim(slug, held=False, holder=_read_holder(holder_path))
+            return
+        except FileNotFoundError:  # the folder went away with another runner's last claim: make it again
+            if attempt == 2:
+                raise
     try:
         stale = _read_holder(holder_path)  # left by a holder that died holding the claim
         atomic_write_json(holder_path, this_runner())
         yield Claim(slug, held=True, stale=stale)
     finally:
         holder_path.unlink(missing_ok=True)
+        lock_path.unlink(missing_ok=True)  # while held: a peer that opened this inode sees it unlinked and retries
         lock.release()
+        try:
+            lock_path.parent.rmdir()  # the last claim out leaves no claims/ folder behind
+        except OSError:
+            pass

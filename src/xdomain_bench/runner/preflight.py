@@ -28,7 +28,7 @@ def check_out_dir(out: str | Path, flag: str = "--out") -> None:
         os.unlink(tmp)
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
-        where = "" if probe == path else f" (its nearest existing folder {probe} is not writable)"
+        where = "" if probe == path else f" (tried in {probe}, its nearest existing folder)"
         raise ConfigError(f"{flag} {out} is not writable{where}: {why}; pass a folder you can write to") from None
 
 

@@ -39,7 +39,7 @@ def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **r
     from .execute import global_rank, run_cell
 
     rank0 = global_rank() == 0  # DDP ranks > 0 re-run the whole command and train alongside rank 0
-    console = Console(quiet=not rank0)
+    console = Console(quiet=not rank0, soft_wrap=True)  # piped output never wraps mid-line
     out_dir = Path(out_dir)
     if rank0:
         register_expected(out_dir, cells)
