@@ -9,7 +9,6 @@ import tempfile
 
 import numpy as np
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -23,6 +22,12 @@ def _point_caches(base, setenv) -> None:
         folder = base / var.lower()
         folder.mkdir(parents=True, exist_ok=True)
         setenv(var, str(folder))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run that collected nothing fails as an error (exit 1), never as pytest's "no tests" status 5."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,6 +44,8 @@ def _xbench_isolation(tmp_path, monkeypatch):
     """Every test: its own XBENCH_CACHE, Hugging Face caches and TMPDIR under its tmp_path, so nothing lands
     in ~/.cache or /tmp outside pytest's folders; the global torch, numpy and Python RNG states are put back
     afterwards, so a test that reseeds cannot change what a later test draws."""
+    import torch  # here, not at the top: the xdist controller never needs it
+
     _point_caches(tmp_path / "isolated", monkeypatch.setenv)
     monkeypatch.setattr(tempfile, "tempdir", os.environ["TMPDIR"])
     states = torch.get_rng_state(), np.random.get_state(), random.getstate()
