@@ -97,7 +97,7 @@ def summary(records: list[dict]) -> list[str]:
             value = "missing" if t["value"] is None else f"{t['value']:g}"
             rows.append(f"{r['name']:24s} {key} = {value} (target {t['op']} {t['bound']:g}): "
                         + ("holds" if t["holds"] else "FALLS SHORT"))
-        if not r["targets"] and r["result"] is not None:
+        if not r["targets"] and r["returncode"] == 0 and r["result"] is not None:
             rows.append(f"{r['name']:24s} no stated target; " + " ".join(f"{k}={v:g}" for k, v in r["result"].items()))
     return rows
 
