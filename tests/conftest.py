@@ -40,13 +40,13 @@ def _session_caches(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _xbench_isolation(tmp_path, monkeypatch):
-    """Every test: its own XBENCH_CACHE, Hugging Face caches and TMPDIR under its tmp_path, so nothing lands
+def _xbench_isolation(tmp_path_factory, monkeypatch):
+    """Every test: its own XBENCH_CACHE, Hugging Face caches and TMPDIR under pytest's tmp paths, so nothing lands
     in ~/.cache or /tmp outside pytest's folders; the global torch, numpy and Python RNG states are put back
     afterwards, so a test that reseeds cannot change what a later test draws."""
     import torch  # here, not at the top: the xdist controller never needs it
 
-    _point_caches(tmp_path / "isolated", monkeypatch.setenv)
+    _point_caches(tmp_path_factory.mktemp("env"), monkeypatch.setenv)  # beside tmp_path: tests may list that
     monkeypatch.setattr(tempfile, "tempdir", os.environ["TMPDIR"])
     states = torch.get_rng_state(), np.random.get_state(), random.getstate()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None

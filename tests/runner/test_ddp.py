@@ -34,15 +34,21 @@ def test_linear_probe_two_processes_match_one(synth_all, tmp_path, xbench_subpro
     exactly the one-process batch (4 + 4 images of the same 2 domains, same order), and DDP's gradient
     average over ranks equals the one-process mean loss (linear probe: per-sample cross-entropy, no
     batch-coupled term). Augmentation is off because its per-sample seeds follow each rank's batch index.
-    The reductions run in a different order, so weights agree to float32 rounding, not bit for bit; the
-    metrics, being rank-based, must agree exactly."""
+    The reductions run in a different order, so weights agree to float32 rounding (1e-5), not bit for bit.
+    The metrics are means over queries of per-query values in [0, 1] that depend only on the ranking, so they
+    move only where two gallery scores of one query lie within that rounding and swap; one such swap changes
+    that query's value by at most 1, the mean by at most 1 / n_query. That one query's worth is the tolerance:
+    a real DDP fault (a rank's batch lost, gradients summed instead of averaged) moves many queries."""
     common = ["--method", "linear_probe", "--max-steps", "2", "--data-option", "augment=false"]
     one = _run(xbench_subprocess, synth_all, tmp_path / "one", *common, "--set", "batch_size=8")
     two = _run(xbench_subprocess, synth_all, tmp_path / "two", *common, "--set", "batch_size=4", "--devices", "2")
     for rec in (one, two):
         assert rec["status"] == "ok" and rec["training"]["phases"][0]["steps"] == 2
         _counts_match_manifest(rec)
-    assert two["metrics"] == one["metrics"]
+    assert two["metrics"].keys() == one["metrics"].keys()
+    one_query = 1 / one["counts"]["n_query"]
+    for name, value in one["metrics"].items():
+        assert two["metrics"][name] == pytest.approx(value, abs=one_query), name
     assert two["training"]["phases"][0]["selected"] == one["training"]["phases"][0]["selected"]
     w1, w2 = (torch.load(out / "checkpoints" / Cell(**rec["cell"]).slug() / "main" / "selected.pt")
               for out, rec in ((tmp_path / "one", one), (tmp_path / "two", two)))

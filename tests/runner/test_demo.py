@@ -143,6 +143,7 @@ def test_ci_slice_rerun_reuses_the_backbone_and_every_cell(ci_demo, monkeypatch,
 
     monkeypatch.setattr(demo_clip, "pretrain", no_pretraining)
     monkeypatch.setattr(demo, "run_group", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    monkeypatch.setenv("XBENCH_CACHE", str(ci_demo["base"] / "cache"))  # the first run's (each test has its own)
     assert main(ci_demo["args"]) == 0
     out = capsys.readouterr().out
     assert "done already" in out and "0 ran" in out

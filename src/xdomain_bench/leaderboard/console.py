@@ -89,11 +89,13 @@ def print_records(console: Console, title: str, headers: list[str], rows: list[l
 
 
 def print_table(console: Console, title: str, headers: list[str], rows: list[list[str]], n_label: int = 1) -> None:
-    """A plain table at its natural width if it fits, else as blocks (`print_records`)."""
-    table = new_table(title, headers)
+    """A plain table at its natural width if it fits, else as blocks (`print_records`). The title is a line of
+    its own: as a table title, rich would wrap it at the table's width (a long golden-file path among them)."""
+    table = new_table(None, headers)
     for cells in rows:
         table.add_row(*(Text(c) for c in cells))
     if fits(console, table):
+        console.print(Text(title), overflow="fold")
         console.print(table)
     else:
         print_records(console, title, headers, rows, n_label)
