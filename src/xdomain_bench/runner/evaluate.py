@@ -82,8 +82,11 @@ def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: s
         text = embed_texts(method, flat, precision=precision)
         groups = [rel.split("/", 1)[0] for rel in query_rows["relpath"]]
         metrics = itr_per_source(query, captions, text, groups, dedupe=info.variant == "clean")
+        by_source = {s: {"n_query": groups.count(s),
+                         "n_gallery": sum(len(c) for c, g in zip(captions, groups) if g == s)}
+                     for s in sorted(set(groups))}
         return {"metrics": metrics, "counts": {"n_query": len(query_rows), "n_gallery": len(flat),
-                                               "sources": sorted(set(groups))}}
+                                               "sources": sorted(set(groups)), "by_source": by_source}}
     gallery_rows = dm.role_frame("gallery")
     if info.same_set and list(gallery_rows["relpath"]) == list(query_rows["relpath"]):
         gallery, g_lab = query, q_lab  # same-set protocol: embed once, exclude self by index
