@@ -240,7 +240,7 @@ class RetrievalMethod(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("vlm.")}
         checkpoint["xbench_phase"] = self.phase
         checkpoint["xbench_training_state"] = self.training_state()
-        from ..runner.resume import rng_state
+        from ..rng import rng_state
 
         checkpoint["xbench_rng"] = rng_state()
 
@@ -254,7 +254,7 @@ class RetrievalMethod(L.LightningModule):
         if "xbench_training_state" in checkpoint:
             self.load_training_state(checkpoint["xbench_training_state"])
         if "xbench_rng" in checkpoint:
-            from ..runner.resume import set_rng_state
+            from ..rng import set_rng_state
 
             set_rng_state(checkpoint["xbench_rng"])
 
