@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
+import pytest
 
 from xdomain_bench.cli import main
 from xdomain_bench.leaderboard import identity
@@ -99,3 +100,31 @@ def test_row_identity_of_a_cell_alone(make_record, tmp_path):
                       metrics={"R@1": 0.1})
     assert row_identity(rec["cell"], rec)[6:] == (f"sha256:{rec['backbone']['weights_sha256']}", "matched:2560",
                                                   "test-selected", 0)
+
+
+def test_nonstandard_data_is_tagged_kept_apart_and_never_ranked(tmp_path, make_record):
+    """A run that went on with missing classes (allow_missing_classes) or skipped images is its own row,
+    tagged nonstandard, never averaged with the standard seeds and never bold."""
+    import json
+
+    from xdomain_bench.cli import main
+
+    for seed, r1 in ((0, 0.40), (1, 0.50)):
+        make_record(tmp_path, method="coop", **CUB, seed=seed, metrics={"R@1": r1, "mAP@all": 0.3})
+    rec = make_record(tmp_path, method="coop", **CUB, seed=2, metrics={"R@1": 0.99, "mAP@all": 0.9})
+    (path,) = [p for p in (tmp_path / "records").glob("*.json") if json.loads(p.read_text())["seed"] == 2]
+    rec = json.loads(path.read_text())
+    rec["notes"] = {"nonstandard": True, "missing_parts": ["class 007.Parakeet_Auklet"]}
+    path.write_text(json.dumps(rec))
+    assert main(["leaderboard", str(tmp_path), "--quiet", "--format", "csv,json"]) == 0
+    long = pd.read_csv(tmp_path / "leaderboard.csv", keep_default_na=False)
+    coop = long[(long["method"] == "coop") & (long["metric"] == "R@1")]
+    assert sorted(zip(coop["seed"], coop["selection"])) == [(0, ""), (1, ""), (2, "nonstandard")]
+    wide = pd.read_csv(tmp_path / "leaderboard_wide.csv", keep_default_na=False)
+    rows = wide[wide["method"] == "coop"].set_index("selection")
+    assert rows.loc["", "R@1"] == pytest.approx(0.45) and rows.loc["", "R@1 n"] == 2
+    assert rows.loc["nonstandard", "R@1 n"] == 1
+    tables = json.loads((tmp_path / "leaderboard.json").read_text())
+    (table,) = [t for t in tables["tables"] if t["dataset"] == "cub"]
+    tagged = [r for r in table["rows"] if r["selection"] == "nonstandard"]
+    assert tagged and not any(v["best"] for v in tagged[0]["values"].values())

@@ -127,7 +127,7 @@ def test_markdown_has_one_table_per_protocol(scenario):
     assert fdrd[5][3:] == ["", "35.42", "", "", "", "", "", "", "Paper C"]
     text = (out / "leaderboard.md").read_text()
     assert "Setting: paper · sketch → unseen. Backbone: ViT-B/32. Budget: paper." in text
-    assert "test-selected rows chose their model on the test split and are not ranked" in text
+    assert "tagged rows are not ranked: test-selected ones chose their model on the test split" in text
 
 
 def test_latex_has_one_table_per_protocol_with_the_best_in_bold(scenario):

@@ -66,10 +66,19 @@ def budget_label(cell: dict[str, Any], rec: dict[str, Any] | None = None) -> str
     return str(label) if label else UNSTATED_BUDGET
 
 
+NONSTANDARD = "nonstandard"
+
+
 def selection_tag(rec: dict[str, Any] | None) -> str:
-    """"test-selected" where model selection saw the test split, else ""."""
-    selection = (rec or {}).get("selection")
-    return str(selection.get("tag") or "") if isinstance(selection, dict) else ""
+    """The row's tags, comma-separated, "" for none: "test-selected" where model selection saw the test split,
+    "nonstandard" where the data differ from the protocol's (missing classes or files allowed, images skipped).
+    Tagged rows are never averaged with untagged ones, nor ranked."""
+    rec = rec or {}
+    selection = rec.get("selection")
+    tags = [str(selection.get("tag"))] if isinstance(selection, dict) and selection.get("tag") else []
+    if (rec.get("notes") or {}).get("nonstandard") or rec.get("skipped_images"):
+        tags.append(NONSTANDARD)
+    return ", ".join(tags)
 
 
 def settings_fingerprint(cell: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .identity import TEST_SELECTED
+from .identity import NONSTANDARD, TEST_SELECTED
 from .metrics import fmt_number, fmt_stat, header
 from .reported import ITR_GALLERY
 from .tables import Row, Table
@@ -64,7 +64,8 @@ class Layout:
         if title:
             bits.insert(0, t.title)
         if t.distinct("selection"):
-            bits[-1] += f" ({TEST_SELECTED} rows chose their model on the test split and are not ranked)"
+            bits[-1] += (f" (tagged rows are not ranked: {TEST_SELECTED} ones chose their model on the test split, "
+                         f"{NONSTANDARD} ones ran on data that differ from the protocol's)")
         if len(t.settings()) == 1 and t.rows:
             bits.append(f"Setting: {setting_label(t.rows[0])}")
         for attr in ("backbone", "budget"):

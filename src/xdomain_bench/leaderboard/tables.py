@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .identity import TEST_SELECTED
 from .long import ROW_KEYS
 from .metrics import fmt_number, metric_sort_key, order_metrics, protocol_metrics
 from .reported import ITR_GALLERY
@@ -200,16 +199,17 @@ def _sorted(rows: list[Row], primary: str) -> list[Row]:
         if r.kind == "reported":
             group = 3
         else:
-            group = 2 if not r.values else (1 if r.selection == TEST_SELECTED else 0)
+            group = 2 if not r.values else (1 if r.selection else 0)  # tagged rows after the ranked ones
         return (_setting_order(r.setting), group, value, r.method, r.backbone, r.budget, r.selection)
 
     return sorted(rows, key=key)
 
 
 def mark_best(table: Table) -> None:
-    """Per setting and column, the best mean (as shown) of our rows; test-selected rows never compete."""
+    """Per setting and column, the best mean (as shown) of our rows; tagged rows (test-selected,
+    nonstandard) never compete."""
     for setting in table.settings():
-        rivals = [r for r in table.rows if r.setting == setting and r.kind == "ours" and r.selection != TEST_SELECTED]
+        rivals = [r for r in table.rows if r.setting == setting and r.kind == "ours" and not r.selection]
         for metric in table.metrics:
             shown = {id(r): fmt_number(metric, r.values[metric].mean) for r in rivals if metric in r.values}
             if not shown:
