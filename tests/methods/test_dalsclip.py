@@ -335,3 +335,21 @@ def test_encode_text_product_matches_plain_path(tiny_vlm):
     late = [f"a {c} {prefix}." for c in CLASSES]
     torch.testing.assert_close(tiny_vlm.encode_text_product(late, ctx.detach()),
                                torch.stack([tiny_vlm.encode_text(late, context=c) for c in ctx.detach()]))
+
+
+def test_captions_with_a_standalone_x_train_and_embed(tiny_vlm):
+    """'X-ray', '3 x 4' and 'Model X' hold the placeholder word; it must not count as one of the n_tok slots
+    (it used to raise 'every text needs exactly 16 X placeholders')."""
+    info = make_info(domains=("photo",), task="itr", captions=True)
+    m = make_method(tiny_vlm, info, dropout=0.0)
+    captions = ["an X-ray of a hand", "a 3 x 4 grid of tiles", "a car, Model X"]
+    texts = m.prompted_texts(captions)
+    assert all(t.split().count("X") == m.n_tok for t in texts)
+    batch = make_batch(tiny_vlm, [0, 0, 0], labels=[0, 1, 2])
+    batch["caption"] = captions
+    m.train()
+    loss, _ = m.training_loss(batch)
+    assert torch.isfinite(loss)
+    m.eval()
+    with torch.no_grad():
+        assert m.embed_texts(captions).shape[0] == 3

@@ -32,6 +32,7 @@ from .dalsclip_parts import (
     masked_cross_entropy,
 )
 from .losses import clip_infonce
+from .prompting import sanitize_placeholder
 from .text import clean_class_name
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class DALSCLIP(RetrievalMethod):
         out = []
         for text in texts:
             body = f"{clean_class_name(text)}." if text in names and text else text
-            out.append(f"{self._prefix()} {body}")
+            out.append(f"{self._prefix()} {sanitize_placeholder(body)}")  # a caption's own 'x' is no placeholder
         return out
 
     def eval_prompt(self) -> Tensor:
