@@ -89,3 +89,8 @@ def test_pros_counts(vlm, info):
     assert got["total"] == got["stage1"] + got["stage2"] - (
         16 * T + T * E
     )  # context and proj_t train in both
+
+
+def test_clip_adapter_is_two_bias_free_bottleneck_matrices(vlm, info):
+    """§1.6: W₁ (E/4 × E) and W₂ (E × E/4), no biases: 2 · 512 · 128 = 131,072 ≈ 0.13 M at E = 512."""
+    assert counts(vlm, info, "clip_adapter") == {"main": 131_072, "total": 131_072}

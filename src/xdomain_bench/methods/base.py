@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..data.info import DataInfo
 
 METHODS: Registry[type[RetrievalMethod]] = Registry("method")
-METHOD_MODULES = ("zero_shot", "baselines", "ucdr_adapter", "pros", "dva", "dalsclip", "dcar")
+METHOD_MODULES = ("zero_shot", "baselines", "clip_adapter", "ucdr_adapter", "pros", "dva", "dalsclip", "dcar")
 
 
 def register_method(name: str):

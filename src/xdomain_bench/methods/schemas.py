@@ -95,6 +95,13 @@ class VPT(Training):
     template: str
 
 
+class CLIPAdapter(Training):
+    reduction: PosInt
+    ratio: Probability
+    template: str
+    cache_augmentation: CacheAugmentation
+
+
 class DALSCLIP(Training):
     n_tok: PosInt
     hidden: PosInt | None
@@ -262,6 +269,7 @@ class ProS(BankPrompt):
 
 
 SCHEMAS: dict[str, type[Strict]] = {
-    "zero_shot": ZeroShot, "linear_probe": LinearProbe, "coop": CoOp, "vpt": VPT, "dalsclip": DALSCLIP,
+    "zero_shot": ZeroShot, "linear_probe": LinearProbe, "coop": CoOp, "vpt": VPT, "clip_adapter": CLIPAdapter,
+    "dalsclip": DALSCLIP,
     "dva": DVA, "dcar": DCAR, "ucdr_adapter": UCDRAdapter, "pros": ProS,
 }
