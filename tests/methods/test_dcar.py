@@ -86,7 +86,7 @@ def test_token_weights_in_the_text_path(vlm, monkeypatch):
     (tokens, w), = seen
     k = m.n_ctx
     ids = tokens.ids
-    n_texts = 4 + 2 + 4 * 3 + 3  # positives, 2 released, 4 generated x 3, 3 attribute swaps
+    n_texts = 4 + 2 + 4 * 3  # positives, 2 released, 4 class swaps x 3 (no invented attribute swaps)
     assert ids.shape[0] == n_texts and w.shape == ids.shape
     special = torch.zeros_like(ids, dtype=torch.bool)
     special[:, 0] = True
@@ -140,11 +140,10 @@ def test_same_category_negatives_weigh_one_plus_alpha(vlm, monkeypatch):
     batch = make_batch(vlm)
     loss, logs = m.training_loss(batch)
     mask, omega = captured["mask"], captured["omega"]
-    # rows 0 and 3 have an attribute word (red/blue) -> 4 class swaps + 1 attribute swap;
-    # row 2: two released negatives (Bengal: zero-shot category, boxer: by name) + 1 attribute (grey)
-    assert mask.sum(1).tolist() == [5, 4, 3, 5]
+    # rows 0, 1, 3: 4 class swaps each (their attribute words red/blue make no negative of their own);
+    # row 2: its two released negatives (Bengal: zero-shot category, boxer: by name)
+    assert mask.sum(1).tolist() == [4, 4, 2, 4]
     expected = torch.ones_like(omega)
-    expected[0, 4] = expected[3, 4] = expected[2, 2] = 1.5
     # "A Bengal ..." names no training class: its category is the zero-shot class (independent check)
     with torch.no_grad():
         neg = F.normalize(vlm.encode_text(["A Bengal with grey fur"]), dim=-1)
@@ -227,3 +226,25 @@ def test_no_negatives_gives_plain_infonce(vlm):
     m = make_method(vlm, negatives="none")
     loss, logs = m.training_loss(make_batch(vlm))
     assert "l_cate" not in logs and loss.item() == pytest.approx(logs["l_con"].item())
+
+
+def test_alpha_has_no_effect_without_same_category_negatives(vlm):
+    """Without negatives of the image's own category (none released, none invented), α changes nothing;
+    with a released negative of the image's class it does."""
+    batch = make_batch(vlm)
+    for row in batch["negatives"]:
+        row.clear()  # no released negatives: class swaps of other categories only
+    losses = {}
+    for alpha in (0.0, 0.5):
+        m = make_method(vlm, alpha=alpha)
+        torch.manual_seed(0)
+        losses[alpha] = m.training_loss(batch)[0].item()
+    assert losses[0.0] == pytest.approx(losses[0.5], rel=1e-7)
+    label = int(batch["label"][0])
+    batch["negatives"][0].append(f"a photo of a {NAMES[label]} in the wrong place")
+    with_same = {}
+    for alpha in (0.0, 0.5):
+        m = make_method(vlm, alpha=alpha)
+        torch.manual_seed(0)
+        with_same[alpha] = m.training_loss(batch)[0].item()
+    assert with_same[0.5] > with_same[0.0]

@@ -1,4 +1,4 @@
-"""Negative-caption construction for DCAR: class swap, attribute swap, template fallback, seeding."""
+"""Negative-caption construction for DCAR: class swap, template fallback, released negatives, seeding."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import re
 
 import pytest
 
-from xdomain_bench.data.synth.objects import COLOURS, PATTERNS, SHAPES
 from xdomain_bench.errors import ConfigError
-from xdomain_bench.methods.negatives import NegativeBuilder, attribute_swap, find_class_span, match_category
+from xdomain_bench.methods.negatives import NegativeBuilder, find_class_span, match_category
 
 CLASSES = ["Abyssinian", "american_bulldog", "Bengal", "Birman", "Bombay", "boxer", "pug"]
 
 
 def test_class_swap_replaces_the_name_with_other_training_classes():
-    b = NegativeBuilder(CLASSES, mode="swapped", attribute_negatives=0, seed=0)
+    b = NegativeBuilder(CLASSES, mode="swapped", seed=0)
     caption = "An American Bulldog lies on a sofa."
     (negs,) = b.for_captions([caption], [1])
     assert len(negs) == 4
@@ -28,7 +27,7 @@ def test_class_swap_replaces_the_name_with_other_training_classes():
 
 
 def test_template_fallback_when_the_name_does_not_occur():
-    b = NegativeBuilder(CLASSES, mode="swapped", attribute_negatives=0, seed=0)
+    b = NegativeBuilder(CLASSES, mode="swapped", seed=0)
     (negs,) = b.for_captions(["A fluffy cat with blue eyes."], [0])
     assert [n.kind for n in negs] == ["template"] * 4
     assert {n.text for n in negs} == {f"a photo of a {CLASSES[n.category].replace('_', ' ')}." for n in negs}
@@ -36,51 +35,29 @@ def test_template_fallback_when_the_name_does_not_occur():
 
 
 def test_fewer_classes_than_negatives():
-    b = NegativeBuilder(["cat", "dog", "cow"], mode="swapped", attribute_negatives=0, seed=0)
+    b = NegativeBuilder(["cat", "dog", "cow"], mode="swapped", seed=0)
     (negs,) = b.for_captions(["a cat."], [0])
     assert sorted(n.text for n in negs) == ["a cow.", "a dog."]
 
 
-def test_attribute_swap_changes_one_attribute_word_and_keeps_the_category():
-    groups = [set(COLOURS), set(PATTERNS), set(SHAPES)]
-    b = NegativeBuilder(["blob", "thing"], mode="swapped", num_negatives=1, attribute_negatives=1, seed=3)
-    caption = "a red striped star with wings, a blob"
-    for _ in range(20):
-        (negs,) = b.for_captions([caption], [0])
-        attr = [n for n in negs if n.kind == "attribute"]
-        assert len(attr) == 1 and attr[0].category == 0
-        old, new = caption.replace(",", "").split(), attr[0].text.replace(",", "").split()
-        changed = [(a, c) for a, c in zip(old, new) if a != c]
-        assert len(old) == len(new) and len(changed) == 1
-        a, c = changed[0]
-        assert any(a in g and c in g for g in groups)
-
-
-def test_attribute_swap_never_touches_the_class_name_and_skips_captions_without_attributes():
-    b = NegativeBuilder(["red star", "cat"], mode="swapped", num_negatives=1, attribute_negatives=1, seed=0)
-    for _ in range(20):
-        (negs,) = b.for_captions(["A Red Star on a blue field"], [0])
-        (attr,) = [n for n in negs if n.kind == "attribute"]
-        assert attr.text.startswith("A Red Star on a ") and not attr.text.endswith(" blue field")
-    (negs,) = b.for_captions(["a cat on a mat"], [1])
-    assert [n.kind for n in negs] == ["class_swap"]
-
-
-def test_attribute_swap_keeps_capitalisation():
-    import torch
-
-    out = attribute_swap("Red", torch.Generator().manual_seed(0))
-    assert out is not None and out[0].isupper() and out.lower() in COLOURS and out.lower() != "red"
+def test_no_same_category_negative_is_invented_from_attribute_words():
+    """DCAR's attribute-swapped negatives were not released: a caption full of colour, pattern and shape
+    words gets class swaps only, each of another category (so the 1 + alpha weight never applies)."""
+    b = NegativeBuilder(["blob", "thing", "cat"], mode="swapped", num_negatives=2, seed=3)
+    for _ in range(10):
+        (negs,) = b.for_captions(["a red striped star with wings, a blob"], [0])
+        assert [n.kind for n in negs] == ["class_swap", "class_swap"]
+        assert all(n.category != 0 for n in negs)
 
 
 def test_released_negatives_are_used_when_present_else_swapped():
-    b = NegativeBuilder(CLASSES, mode="released", attribute_negatives=0, seed=0)
+    b = NegativeBuilder(CLASSES, mode="released", seed=0)
     released = [["A Bengal sits on a chair.", "A Pug sits on a chair.", "A strange animal sits on a chair."], []]
     negs = b.for_captions(["A Birman sits on a chair.", "A boxer runs."], [3, 5], released)
     assert [n.kind for n in negs[0]] == ["released"] * 3
     assert [n.category for n in negs[0]] == [2, 6, None]  # by name; unknown -> classified zero-shot later
     assert [n.kind for n in negs[1]] == ["class_swap"] * 4  # empty released list: generated
-    swapped = NegativeBuilder(CLASSES, mode="swapped", attribute_negatives=0, seed=0)
+    swapped = NegativeBuilder(CLASSES, mode="swapped", seed=0)
     assert all(n.kind == "class_swap" for n in swapped.for_captions(["A Birman."], [3], released[:1])[0])
     none = NegativeBuilder(CLASSES, mode="none", seed=0)
     assert none.for_captions(["A Birman."], [3], released[:1]) == [[]]

@@ -5,7 +5,8 @@ documented reconstruction. Trainable: k text context vectors per depth, J coupli
 generate the visual prompts from them (MaPLe-style, appended after the patches), and the CAA block on text
 features. Caption tokens are re-weighted without gradient by how much their similarity to the paired
 image differs from their similarity to a blank image (`dcar_weights`). Loss: symmetric InfoNCE plus a
-category loss whose same-category (attribute-swapped) negatives weigh 1 + α (`negatives`).
+category loss whose same-category negatives weigh 1 + α (`negatives`; only negatives the data provides:
+attribute-swapped ones were not released and are never invented).
 """
 
 from __future__ import annotations
@@ -114,7 +115,6 @@ class DCAR(RetrievalMethod):
         seed = int(seed) if seed is not None else torch.initial_seed() % (2**63)
         self.negatives = NegativeBuilder(info.train_class_names, mode=str(cfg.get("negatives", "released")),
                                          num_negatives=int(cfg.get("num_negatives", 4)),
-                                         attribute_negatives=int(cfg.get("attribute_negatives", 1)),
                                          template=str(cfg.get("template", DEFAULT_TEMPLATE)), seed=seed)
         # f̄: running mean of the (normalised) frozen embeddings of the training images seen
         self.register_buffer("image_sum", torch.zeros(s.embed_dim))

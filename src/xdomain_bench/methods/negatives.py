@@ -5,9 +5,9 @@ Each negative carries its category (an index into the training classes, i.e. the
   else unknown (None) and left to zero-shot classification by the caller;
 - class-swapped: the image's class name in the caption replaced by another training class (category =
   that class); when the name does not occur, the template with the other class;
-- attribute-swapped: one colour / pattern / shape word (the synthetic world's vocabulary) replaced by
-  another of its kind; same category as the image, i.e. a hard negative;
 - templated (datasets without captions): "a photo of a {class}." for 4 other training classes.
+Attribute-swapped (same-category) negatives are never invented here: DCAR's were not released (§5.7), so
+the 1 + α weight applies only where the data's own negatives share the image's category.
 Sampling uses a torch.Generator, so a seeded builder gives the same negatives.
 """
 
@@ -21,12 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.synth.objects import COLOURS, PATTERNS, SHAPES
 from ..errors import ConfigError
 from ..vlm import FrozenVLM
 from .text import DEFAULT_TEMPLATE, clean_class_name, frozen_text_features
 
-ATTRIBUTE_GROUPS: tuple[tuple[str, ...], ...] = (tuple(COLOURS), tuple(PATTERNS), tuple(SHAPES))
 NEGATIVE_MODES = ("released", "swapped", "none")
 
 
@@ -34,7 +32,7 @@ NEGATIVE_MODES = ("released", "swapped", "none")
 class Negative:
     text: str
     category: int | None  # training-class index; None = unknown (classify zero-shot)
-    kind: str  # "released" | "class_swap" | "template" | "attribute"
+    kind: str  # "released" | "class_swap" | "template"
 
 
 def _name_pattern(name: str) -> re.Pattern[str]:
@@ -71,40 +69,17 @@ def class_swap(caption: str, name: str, other: str, template: str = DEFAULT_TEMP
     return caption[:span[0]] + other + caption[span[1]:], "class_swap"
 
 
-def attribute_swap(caption: str, generator: torch.Generator, protect: tuple[int, int] | None = None) -> str | None:
-    """Replace one attribute word (colour, pattern or shape) by another of its group; None when the
-    caption has none outside the protected span (the class name)."""
-    found: list[tuple[int, int, tuple[str, ...]]] = []
-    for group in ATTRIBUTE_GROUPS:
-        pattern = re.compile(r"(?<![A-Za-z])(" + "|".join(map(re.escape, group)) + r")(?![A-Za-z])", re.IGNORECASE)
-        for m in pattern.finditer(caption):
-            if protect is not None and m.start() < protect[1] and protect[0] < m.end():
-                continue
-            found.append((m.start(), m.end(), group))
-    if not found:
-        return None
-    found.sort()
-    start, end, group = found[int(torch.randint(len(found), (1,), generator=generator))]
-    word = caption[start:end]
-    choices = [w for w in group if w != word.lower()]
-    new = choices[int(torch.randint(len(choices), (1,), generator=generator))]
-    if word[:1].isupper():
-        new = new[:1].upper() + new[1:]
-    return caption[:start] + new + caption[end:]
-
-
 class NegativeBuilder:
     """Builds per-image negatives with categories in the training-label space."""
 
     def __init__(self, class_names: Sequence[str], *, mode: str = "released", num_negatives: int = 4,
-                 attribute_negatives: int = 1, template: str = DEFAULT_TEMPLATE, seed: int = 0) -> None:
+                 template: str = DEFAULT_TEMPLATE, seed: int = 0) -> None:
         if mode not in NEGATIVE_MODES:
             raise ConfigError(f"negatives must be one of {', '.join(NEGATIVE_MODES)}, not {mode!r}")
         self.names = [clean_class_name(c) for c in class_names]
         self.patterns = [_name_pattern(n) if n.strip() else None for n in self.names]
         self.mode = mode
         self.num_negatives = int(num_negatives)
-        self.attribute_negatives = int(attribute_negatives)
         self.template = template
         self.generator = torch.Generator().manual_seed(int(seed))
 
@@ -128,8 +103,7 @@ class NegativeBuilder:
 
     def for_captions(self, captions: Sequence[str], labels: Sequence[int],
                      released: Sequence[Sequence[str]] | None = None) -> list[list[Negative]]:
-        """Negatives of caption data: released ones when present (mode `released`), else class swaps;
-        plus `attribute_negatives` attribute swaps when the caption names an attribute."""
+        """Negatives of caption data: released ones when present (mode `released`), else class swaps."""
         out: list[list[Negative]] = []
         for i, (caption, label) in enumerate(zip(captions, labels)):
             if self.mode == "none":
@@ -144,13 +118,6 @@ class NegativeBuilder:
                 for c in self._others(label):
                     text, kind = class_swap(caption, name, self.names[c], self.template)
                     negs.append(Negative(text, c, kind))
-            if name:
-                protect = find_class_span(caption, name)
-                for _ in range(self.attribute_negatives):
-                    text = attribute_swap(caption, self.generator, protect)
-                    if text is None:
-                        break
-                    negs.append(Negative(text, label, "attribute"))
             out.append(negs)
         return out
 

@@ -164,7 +164,6 @@ class DCAR(Training):
     test_token_weights: Literal["mean_image", "none"]
     negatives: Literal[NEGATIVE_MODES]  # type: ignore[valid-type]
     num_negatives: NonNegInt
-    attribute_negatives: NonNegInt
     alpha: NonNegFloat
     lambda_cate: NonNegFloat
     template: str
