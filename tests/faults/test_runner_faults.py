@@ -242,3 +242,34 @@ def test_an_unwritable_out_names_the_reason(tmp_path, monkeypatch, cub_root, cap
     assert main(fill(CELL, tmp_path, cub_root, {})) == 2
     err = capsys.readouterr().err
     assert "is not writable" in err and "No space left on device" in err and not (tmp_path / "out").exists()
+
+
+def test_a_lock_that_fails_without_a_recorded_holder_is_tried_again(tmp_path, monkeypatch):
+    """The claims/ folder can vanish between our mkdir and our lock (another runner's last claim out), which
+    filelock reports as a timeout. With no holder recorded that is no claim by anyone: try again."""
+    from filelock import FileLock, Timeout
+
+    real = FileLock.acquire
+    calls = []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise Timeout(self.lock_file)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(FileLock, "acquire", flaky)
+    with claim_cell(tmp_path / "out", "cell") as claim:
+        assert claim.held and len(calls) == 2
+    assert not (tmp_path / "out" / "claims").exists()
+
+
+def test_a_live_holder_is_reported_after_the_retries(tmp_path):
+    out = tmp_path / "out"
+    holder = hold_claim(out, "cell")
+    try:
+        with claim_cell(out, "cell") as claim:
+            assert not claim.held and claim.holder["pid"] == holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)

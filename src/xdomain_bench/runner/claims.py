@@ -31,6 +31,7 @@ from filelock import FileLock, Timeout
 from ..io_utils import atomic_write_json
 
 CLAIMS_DIR = "claims"
+ATTEMPTS, RETRY_S = 8, 0.05  # tries at a claim whose holder is not recorded, and the pause between them
 
 
 @dataclass
@@ -74,17 +75,22 @@ def claim_cell(out_dir: str | Path, slug: str) -> Iterator[Claim]:
     """Try once to claim the cell `slug` under `out_dir`; yields a Claim (check `.held`). Released on exit."""
     lock_path, holder_path = claim_paths(out_dir, slug)
     lock = FileLock(str(lock_path))
-    for attempt in range(3):
+    for attempt in range(ATTEMPTS):
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             lock.acquire(blocking=False)
             break
         except Timeout:
-            yield Claim(slug, held=False, holder=_read_holder(holder_path))
-            return
+            # A holder records itself right after it wins the lock. With no record, the failure can also be
+            # the claims/ folder vanishing under us (another runner's last claim out): look again shortly.
+            holder = _read_holder(holder_path)
+            if holder is not None or attempt == ATTEMPTS - 1:
+                yield Claim(slug, held=False, holder=holder)
+                return
         except FileNotFoundError:  # the folder went away with another runner's last claim: make it again
-            if attempt == 2:
+            if attempt == ATTEMPTS - 1:
                 raise
+        time.sleep(RETRY_S)
     try:
         stale = _read_holder(holder_path)  # left by a holder that died holding the claim
         atomic_write_json(holder_path, this_runner())
