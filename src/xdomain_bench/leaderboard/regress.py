@@ -69,9 +69,14 @@ def meta_path(golden: Path) -> Path:
     return golden.with_name(f"{golden.stem}.meta.json")
 
 
+def run_versions(records: list[dict[str, Any]]) -> dict[str, str]:
+    """The library versions the run's records carry (the first record that has them)."""
+    return next((r["library_versions"] for r in records if r.get("library_versions")), {})
+
+
 def version_note(golden: Path, records: list[dict[str, Any]]) -> str | None:
     """A line saying how this run's library versions differ from the golden run's, or None if they agree."""
-    run = next((r.get("library_versions") for r in records if r.get("library_versions")), None) or {}
+    run = run_versions(records)
     path = meta_path(golden)
     if not path.is_file():
         return f"note: {golden} records no library versions (no {path.name}); numbers may move with them"
@@ -132,7 +137,7 @@ def regress_command(args: argparse.Namespace) -> int:
     current, records = current_values(run_dir)
     if golden is None:
         text = current.to_csv(index=False, lineterminator="\n", float_format="%.6f")
-        versions = next((r.get("library_versions") for r in records if r.get("library_versions")), {})
+        versions = run_versions(records)
         atomic_write(golden_path, lambda p: p.write_text(text, encoding="utf-8"))
         atomic_write_json(meta_path(golden_path), {"library_versions": versions,
                                                    "tolerance": "one query's worth per metric (granularity.py)"})

@@ -82,11 +82,11 @@ def resolve_config(name: str, variant: str | None = None, dataset: str | None = 
     if overrides:
         all_layers.append((f"overrides for method '{name}'", overrides))
     all_layers.extend(layers or [])
-    cfg = validate(schema, card["defaults"], name, f"methods/{name}.yaml defaults", previous=None)
+    cfg = validate(schema, card["defaults"], name, f"methods/{name}.yaml defaults")
     for where, update in all_layers:
         if not isinstance(update, dict):
             raise ConfigError(f"{where}: method options for '{name}' must be a mapping, got {update!r}")
-        cfg = validate(schema, deep_merge(cfg, update), name, where, previous=cfg)
+        cfg = validate(schema, deep_merge(cfg, update), name, where)
     cfg["variant"] = variant
     return cfg
 
@@ -103,7 +103,7 @@ def method_schema(name: str):
     raise ConfigError(f"method '{name}' has no declared schema; add one to methods/schemas.py")
 
 
-def validate(schema, cfg: dict[str, Any], method: str, where: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+def validate(schema, cfg: dict[str, Any], method: str, where: str) -> dict[str, Any]:
     """`cfg` checked and coerced by `schema` (only the keys it has), or a one-line ConfigError."""
     try:
         return schema.model_validate(cfg).model_dump(exclude_unset=True)

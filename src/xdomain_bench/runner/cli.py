@@ -36,13 +36,18 @@ def budget_label(args: argparse.Namespace) -> str | None:
 
     if args.max_steps is not None and args.budget is not None:
         raise ConfigError("give either --max-steps or --budget, not both (--max-steps N means --budget steps:N)")
-    if args.max_steps is not None:
-        if args.max_steps < 1:
-            raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}; it is the total training steps")
-        return f"steps:{args.max_steps}"
     if args.budget is not None:
         return parse_budget(args.budget, "--budget").label
-    return None
+    return max_steps_label(args.max_steps)
+
+
+def max_steps_label(max_steps: int | None) -> str | None:
+    """`--max-steps N` as the budget label steps:N (N >= 1), or None when not given."""
+    if max_steps is None:
+        return None
+    if max_steps < 1:
+        raise ConfigError(f"--max-steps must be >= 1, got {max_steps}; it is the total training steps")
+    return f"steps:{max_steps}"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

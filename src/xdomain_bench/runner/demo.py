@@ -308,6 +308,7 @@ def demo_command(args: argparse.Namespace) -> int:
 
     from ..leaderboard.cli import leaderboard_command
     from ..paths import project_root
+    from .cli import max_steps_label
     from .suite import expand_suite, load_suite, parse_only
 
     console = Console()
@@ -317,12 +318,8 @@ def demo_command(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite or project_root() / "benchmarks" / "suites" / "demo.yaml")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     backbone = args.backbone or suite.get("backbone") or "demo-clip"
-    budget = None
-    if args.max_steps is not None:
-        if args.max_steps < 1:
-            raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
-        budget = f"steps:{args.max_steps}"
-    cells = expand_suite(suite, backbone=backbone, seeds=seeds, budget=budget, only=parse_only(args.only))
+    cells = expand_suite(suite, backbone=backbone, seeds=seeds, budget=max_steps_label(args.max_steps),
+                         only=parse_only(args.only))
     if not cells:
         raise ConfigError(f"the demo suite {suite['_path']} expands to no cells (check --only)")
     if args.jobs < 1:

@@ -58,8 +58,9 @@ def print_plans(plans: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(plans, indent=2, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from ..leaderboard.console import make_console
 
     table = Table(title=f"{len(plans)} cells (dry run: nothing trained, nothing written)")
     for col in ("method", "dataset/protocol", "variant", "holdout", "gallery", "seed", "budget", "phases"):
@@ -70,4 +71,4 @@ def print_plans(plans: list[dict[str, Any]], as_json: bool) -> None:
             for ph in p["budget"]["phases"]) or "no training"
         table.add_row(p["method"], f"{p['dataset']}/{p['protocol']}", p["variant"], str(p["holdout"] or "-"),
                       str(p["gallery"] or "-"), str(p["seed"]), p["budget"]["label"], phases)
-    Console(width=200 if not Console().is_terminal else None).print(table)
+    make_console().print(table)

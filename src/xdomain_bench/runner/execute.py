@@ -66,7 +66,11 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
     the test split where the protocol has no validation split (`paper` variant, explicitly allowed only).
     """
     info: dict[str, Any] = {"phases": []}
-    has_val = bool(dm.val_dataloader()) or test_selection
+    protocol_val = bool(dm.val_dataloader())
+    has_val = protocol_val or test_selection
+    source = data if data is not None else dm
+    if test_selection and not protocol_val:
+        source = TestSelectionData(source)
     for plan in budget["phases"]:
         phase = plan["name"]
         method.set_phase(phase)
@@ -80,9 +84,6 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
             restore_phase_end(method, phase_dir)
             info["phases"].append({**json.loads(done.read_text()), "reused": True})
             continue
-        source = data if data is not None else dm
-        if test_selection and not dm.val_dataloader():
-            source = TestSelectionData(source)
         info["phases"].append(_fit_one_phase(method, dm, plan, phase_dir, has_val, accelerator, precision,
                                              progress, devices, strategy, source))
     return info

@@ -122,6 +122,7 @@ def expand_suite(suite: dict[str, Any], *, backbone: str | None = None, seeds: l
     seeds = seeds if seeds is not None else list(suite.get("seeds") or [0])
     backbone = backbone or suite.get("backbone") or "tiny-clip"
     cells: list[Cell] = []
+    validated: set[str] = set()  # each distinct method config is resolved (and so checked) once
     for dname, dspec in suite["datasets"].items():
         if dname not in dataset_names():
             raise ConfigError(f"suite {path}: unknown dataset '{dname}'; known: {', '.join(dataset_names())}")
@@ -135,7 +136,8 @@ def expand_suite(suite: dict[str, Any], *, backbone: str | None = None, seeds: l
                             for seed in seeds:
                                 fields = {"method": method, "dataset": dname, "protocol": pname, "variant": variant,
                                           "holdout": holdout, "gallery": gallery, "seed": seed}
-                                cell = _make_cell(suite, fields, backbone, budget, pspec.get("data") or {})
+                                cell = _make_cell(suite, fields, backbone, budget, pspec.get("data") or {},
+                                                  validated)
                                 if cell is not None:
                                     cells.append(cell)
     if only:
@@ -159,7 +161,7 @@ def _check_only(only: dict[str, list[str]], cells: list[Cell]) -> None:
 
 
 def _make_cell(suite: dict[str, Any], fields: dict[str, Any], backbone: str, cli_budget: str | None,
-               data: dict[str, Any]) -> Cell | None:
+               data: dict[str, Any], validated: set[str]) -> Cell | None:
     path = suite["_path"]
     data_options = dict(data)
     if fields["gallery"] is not None:
@@ -183,22 +185,14 @@ def _make_cell(suite: dict[str, Any], fields: dict[str, Any], backbone: str, cli
     overrides: dict[str, Any] = {}
     for _, layer in layers:
         overrides = deep_merge(overrides, layer)
-    _validate_config(fields["method"], method_variant, fields["dataset"], layers)
+    key = json.dumps([fields["method"], method_variant, fields["dataset"], layers], sort_keys=True, default=str)
+    if key not in validated:
+        resolve_config(fields["method"], method_variant, fields["dataset"], layers=layers)
+        validated.add(key)
     return Cell(method=fields["method"], dataset=fields["dataset"], protocol=fields["protocol"],
                 variant=fields["variant"], holdout=fields["holdout"], seed=fields["seed"], backbone=backbone,
                 method_variant=method_variant, budget=budget.label, data_options=data_options,
                 method_overrides=overrides)
-
-
-_VALIDATED: dict[str, bool] = {}
-
-
-def _validate_config(method: str, method_variant: str | None, dataset: str, layers: list) -> None:
-    """Resolve (and so validate) one method config; each distinct one once per process."""
-    key = json.dumps([method, method_variant, dataset, layers], sort_keys=True, default=str)
-    if key not in _VALIDATED:
-        resolve_config(method, method_variant, dataset, layers=layers)
-        _VALIDATED[key] = True
 
 
 def parse_only(text: str | None) -> dict[str, list[str]] | None:
