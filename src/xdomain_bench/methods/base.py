@@ -54,6 +54,9 @@ def method_names() -> list[str]:
     return METHODS.names()
 
 
+EMBEDDING_SIDES = ("none", "image", "text", "both")
+
+
 class RetrievalMethod(L.LightningModule):
     """Subclasses build their trainable parts in __init__ and override the hooks they need."""
 
@@ -65,6 +68,7 @@ class RetrievalMethod(L.LightningModule):
     similarity = "cosine"
     trainable = True  # False: nothing to train, no budget (zero-shot)
     phase_names: tuple[str, ...] = ("main",)  # training phases, in order; multi-phase cards hold `phases.<name>`
+    embedding_side = "both"  # which retrieval embeddings training changes: one of EMBEDDING_SIDES
 
     def __init__(self, vlm: FrozenVLM, info: DataInfo, cfg: dict[str, Any]) -> None:
         super().__init__()
@@ -131,6 +135,11 @@ class RetrievalMethod(L.LightningModule):
             seen.update({id(p): p.numel() for p in params})
         counts["total"] = sum(seen.values())
         return counts
+
+    def changed_embeddings(self) -> str:
+        """"none", "image", "text" or "both": the embeddings this configuration's training changes. Records and
+        leaderboards carry it; with "text" (or "none") image-to-image rows are zero-shot image features."""
+        return self.embedding_side
 
     def has_training(self) -> bool:
         return self.trainable_counts()["total"] > 0

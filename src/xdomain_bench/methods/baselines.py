@@ -23,6 +23,8 @@ from .text import DEFAULT_TEMPLATE, frozen_class_features
 class FrozenTextMixin(RetrievalMethod):
     """Frozen class-prompt features with the card's `template` (METHODS §1.4)."""
 
+    embedding_side = "image"  # the text encoder and its prompts stay frozen
+
     def templates(self) -> tuple[str, ...]:
         return (str(self.cfg.get("template", DEFAULT_TEMPLATE)),)
 
@@ -66,6 +68,7 @@ class CoOp(ProjectionCopy):
     """16 shared context vectors "X … X {class}." (H6) + `proj_v` (+ optional `proj_t`) copies."""
 
     uses_captions = True
+    embedding_side = "both"  # a proj_v copy and the text context
 
     def __init__(self, vlm: FrozenVLM, info, cfg: dict[str, Any]) -> None:
         super().__init__(vlm, info, cfg)

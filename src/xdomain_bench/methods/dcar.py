@@ -93,6 +93,7 @@ def warmup_cosine_factor(step: int, *, total: int, warmup: int, warmup_ratio: fl
 
 @register_method("dcar")
 class DCAR(RetrievalMethod):
+    embedding_side = "both"  # visual prompts (image); text prompts and CAA (text)
     uses_captions = True  # optional: templated class captions without them
     cacheable = False  # visual prompts act inside the encoder
 

@@ -58,6 +58,7 @@ def pairwise_loss(feats: Tensor, labels: Tensor, beta: float = 0.5) -> Tensor:
 @register_method("dva")
 class DVA(RetrievalMethod):
     uses_boxes = True
+    embedding_side = "image"  # ICA adapters in the image encoder; texts are the frozen ones
 
     def __init__(self, vlm, info, cfg: dict[str, Any]) -> None:
         super().__init__(vlm, info, cfg)

@@ -211,6 +211,7 @@ class BankPromptMethod(RetrievalMethod):
     domain / class ids with the K = 1 fallback, the released-code input quirks."""
 
     uses_domains = True
+    embedding_side = "image"  # retrieval reads the prompted image branch; texts are the frozen ones
 
     def __init__(self, vlm: FrozenVLM, info, cfg: dict[str, Any]) -> None:
         super().__init__(vlm, info, cfg)

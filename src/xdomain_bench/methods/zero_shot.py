@@ -9,3 +9,4 @@ from .base import RetrievalMethod, register_method
 class ZeroShot(RetrievalMethod):
     cacheable = True
     trainable = False
+    embedding_side = "none"
