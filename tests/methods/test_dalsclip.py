@@ -353,3 +353,57 @@ def test_captions_with_a_standalone_x_train_and_embed(tiny_vlm):
     m.eval()
     with torch.no_grad():
         assert m.embed_texts(captions).shape[0] == 3
+
+
+def _clustered_features(dim: int, sizes=(7, 9, 11), seed=0):
+    """Unit features around len(sizes) orthogonal directions, with their generating cluster labels."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.linalg.qr(torch.randn(dim, dim, generator=g))[0][: len(sizes)]
+    labels = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
+    feats = centres[labels] + 0.05 * torch.randn(len(labels), dim, generator=g)
+    return F.normalize(feats, dim=-1) * 3.0, labels  # un-normalised scale: prepare_fit normalises
+
+
+def test_pseudo_domains_split_one_domain_data_by_kmeans(tiny_vlm):
+    e_dim = tiny_vlm.sizes.embed_dim
+    m = make_method(tiny_vlm, make_info(domains=("photo",)), pseudo_domains=3, dropout=0.0)
+    assert m.num_domains == 3 and m.dom_s is not None and len(m.spec_heads.heads) == 3
+    feats, truth = _clustered_features(e_dim)
+    assert m.needs_train_features()
+    with pytest.raises(ConfigError, match="not fitted"):
+        m.training_loss({"features": feats[:4], "label": torch.zeros(4, dtype=torch.long),
+                         "domain_id": torch.zeros(4, dtype=torch.long)})
+    m.prepare_fit(feats)
+    assert not m.needs_train_features()
+    assigned = m.pseudo.assign(F.normalize(feats, dim=-1))
+    # the clusters are recovered up to a relabelling: one pseudo-domain per generating cluster, all distinct
+    mapping = {int(t): set(assigned[truth == t].tolist()) for t in truth.unique()}
+    assert all(len(ids) == 1 for ids in mapping.values())
+    assert len({next(iter(ids)) for ids in mapping.values()}) == 3
+    assert sorted(m.notes["pseudo_domains"]["sizes"]) == [7, 9, 11]
+
+    # training uses the pseudo-domains (not the data's single domain id) for L_dom, L_adv and the heads
+    labels = torch.arange(len(truth)) % len(CLASSES)
+    batch = {"features": feats, "label": labels, "class_id": labels, "index": torch.arange(len(truth)),
+             "domain_id": torch.zeros(len(truth), dtype=torch.long)}
+    m.train()
+    _, logs = m.training_loss(batch)
+    assert set(logs) == {"cls", "spec", "adv", "dom"}
+    with torch.no_grad():
+        s = m.mapping(F.normalize(feats, dim=-1))
+        ref_dom = F.cross_entropy(m.dom_s(s), assigned)
+    torch.testing.assert_close(logs["dom"], ref_dom)
+
+
+def test_pseudo_domains_are_off_with_real_domains(tiny_vlm):
+    m = make_method(tiny_vlm, make_info(), pseudo_domains=4)
+    assert m.pseudo is None and m.num_domains == 3 and not m.needs_train_features()
+    assert m.notes["pseudo_domains"].startswith("off")
+
+
+def test_pseudo_domains_need_enough_images_and_a_valid_k(tiny_vlm):
+    m = make_method(tiny_vlm, make_info(domains=("photo",)), pseudo_domains=4)
+    with pytest.raises(ConfigError, match="at least 4 training images"):
+        m.prepare_fit(torch.randn(3, tiny_vlm.sizes.embed_dim))
+    with pytest.raises(ConfigError):
+        resolve_config("dalsclip", overrides={"pseudo_domains": 1})

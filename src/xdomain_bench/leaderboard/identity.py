@@ -67,17 +67,26 @@ def budget_label(cell: dict[str, Any], rec: dict[str, Any] | None = None) -> str
 
 
 NONSTANDARD = "nonstandard"
+IMAGE_ZERO_SHOT = "image side = zero-shot"
+
+
+def image_side_is_zero_shot(rec: dict[str, Any]) -> bool:
+    """A trained method whose training leaves the image embedding frozen, on an image-to-image protocol."""
+    return rec.get("embedding_side") == "text" and rec.get("task") not in (None, "itr")
 
 
 def selection_tag(rec: dict[str, Any] | None) -> str:
     """The row's tags, comma-separated, "" for none: "test-selected" where model selection saw the test split,
-    "nonstandard" where the data differ from the protocol's (missing classes or files allowed, images skipped).
-    Tagged rows are never averaged with untagged ones, nor ranked."""
+    "nonstandard" where the data differ from the protocol's (missing classes or files allowed, images skipped),
+    "image side = zero-shot" where training changed only the text side and the protocol ranks images by
+    images. Tagged rows are never averaged with untagged ones, nor ranked."""
     rec = rec or {}
     selection = rec.get("selection")
     tags = [str(selection.get("tag"))] if isinstance(selection, dict) and selection.get("tag") else []
     if (rec.get("notes") or {}).get("nonstandard") or rec.get("skipped_images"):
         tags.append(NONSTANDARD)
+    if image_side_is_zero_shot(rec):
+        tags.append(IMAGE_ZERO_SHOT)
     return ", ".join(tags)
 
 

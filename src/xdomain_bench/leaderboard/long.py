@@ -12,7 +12,7 @@ from .identity import BackboneNames, budget_label, record_backbone, selection_ta
 from .metrics import protocol_metrics
 
 LONG_COLUMNS = ["method", "dataset", "protocol", "variant", "query_domain", "gallery", "seed", "metric", "value",
-                "backbone", "budget", "selection", "source", "backbone_sha256", "reference"]
+                "backbone", "budget", "selection", "source", "backbone_sha256", "reference", "embedding_side"]
 # What a row of the wide and per-protocol tables is (the long table adds the seed and the metric).
 ROW_KEYS = ["dataset", "protocol", "variant", "query_domain", "gallery", "method", "backbone", "budget", "selection"]
 SORT = ["dataset", "protocol", "variant", "query_domain", "gallery", "method", "backbone", "budget", "selection",
@@ -39,7 +39,7 @@ def long_rows(records: list[dict[str, Any]], names: BackboneNames | None = None)
                 "variant": rec["variant"], "query_domain": rec.get("query_domain", ""), "gallery": rec.get("gallery", ""),
                 "seed": rec["seed"], "backbone": label, "budget": budget_label(rec["cell"], rec),
                 "selection": selection_tag(rec), "source": "ours", "backbone_sha256": record_backbone(rec)[1] or "",
-                "reference": ""}
+                "reference": "", "embedding_side": rec.get("embedding_side", "")}
         for metric, value in sorted(rec.get("metrics", {}).items()):
             rows.append({**base, "metric": metric, "value": float(value)})
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
@@ -77,8 +77,10 @@ def add_domain_averages(long: pd.DataFrame) -> pd.DataFrame:
         label = "average" if domains == full else (f"average({len(domains)} of {len(full)})" if full
                                                      else f"average({len(domains)})")
         sha = sorted(set(grp["backbone_sha256"]))
+        sides = sorted(set(grp["embedding_side"]))
         row.update(query_domain=label, value=float(grp["value"].mean()), source="ours",
-                   backbone_sha256=sha[0] if len(sha) == 1 else "", reference="")
+                   backbone_sha256=sha[0] if len(sha) == 1 else "", reference="",
+                   embedding_side=sides[0] if len(sides) == 1 else "")
         parts.append(row)
     if not parts:
         return long

@@ -80,5 +80,5 @@ def implemented_methods() -> set[str]:
 
 def reported_long(rep: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Reported rows for the long CSV: the published value on our stored scale, no seed, source `reported`."""
-    out = rep.assign(seed="", budget="", selection="", source="reported", backbone_sha256="")
+    out = rep.assign(seed="", budget="", selection="", source="reported", backbone_sha256="", embedding_side="")
     return out[columns]

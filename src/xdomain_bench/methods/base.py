@@ -141,6 +141,13 @@ class RetrievalMethod(L.LightningModule):
         leaderboards carry it; with "text" (or "none") image-to-image rows are zero-shot image features."""
         return self.embedding_side
 
+    def needs_train_features(self) -> bool:
+        """True when `prepare_fit` wants the frozen image embeddings of the training split before training."""
+        return False
+
+    def prepare_fit(self, train_features: Tensor) -> None:
+        """Set-up from the (N, E) frozen post-projection embeddings of the training images (runner, before fit)."""
+
     def has_training(self) -> bool:
         return self.trainable_counts()["total"] > 0
 

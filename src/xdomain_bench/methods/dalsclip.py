@@ -27,6 +27,7 @@ from .dalsclip_parts import (
     DomainHeads,
     PromptEMA,
     PromptGenerator,
+    PseudoDomains,
     domain_means,
     grad_reverse,
     masked_cross_entropy,
@@ -65,6 +66,9 @@ class DALSCLIP(RetrievalMethod):
             raise ConfigError(f"dalsclip n_tok={self.n_tok} leaves no room in the text context "
                               f"({sizes.context_length} tokens); lower n_tok")
         self.num_domains = max(1, len(info.train_domains))
+        self.pseudo = self._pseudo_domains(cfg.get("pseudo_domains"), e_dim)
+        if self.pseudo is not None:
+            self.num_domains = self.pseudo.k
         self.num_classes = info.num_train_classes
         self.lambdas = (float(cfg.get("lambda_spec", 1.0)), float(cfg.get("lambda_adv", 0.1)),
                         float(cfg.get("lambda_dom", 1.0)))
@@ -92,9 +96,42 @@ class DALSCLIP(RetrievalMethod):
 
         self.notes["variant"] = self.variant
         self.notes["num_domains"] = self.num_domains
-        if not multi:
+        if self.pseudo is not None:
+            self.notes["pseudo_domains"] = {"k": self.pseudo.k, "sizes": None}
+        elif not multi:
             self.notes["single_domain"] = True
             self.notes["degraded"] = "K=1: L_adv and L_dom off, attention a = 1, one auxiliary classifier"
+
+    def _pseudo_domains(self, k: Any, e_dim: int) -> PseudoDomains | None:
+        """§4.7: k pseudo-domains on one-domain data; with real domains the option is noted and unused."""
+        if k is None:
+            return None
+        if len(self.info.train_domains) > 1:
+            self.notes["pseudo_domains"] = f"off: the data has {len(self.info.train_domains)} training domains"
+            return None
+        return PseudoDomains(int(k), e_dim)
+
+    def changed_embeddings(self) -> str:
+        """`full` moves the image embedding (f_inv) and the text prompts; `dpl` leaves e = f̂, zero-shot."""
+        return "both" if self.removal is not None else "text"
+
+    def needs_train_features(self) -> bool:
+        return self.pseudo is not None and not bool(self.pseudo.fitted)
+
+    def prepare_fit(self, train_features: Tensor) -> None:
+        """Cluster the frozen training embeddings into the pseudo-domains (called once before training)."""
+        if self.pseudo is not None:
+            sizes = self.pseudo.fit(F.normalize(train_features.float(), dim=-1), seed=0)
+            self.notes["pseudo_domains"] = {"k": self.pseudo.k, "sizes": sizes}
+
+    def training_domains(self, batch: dict[str, Any], f_hat: Tensor) -> Tensor:
+        """Domain ids of the batch: its data's, or each image's pseudo-domain."""
+        if self.pseudo is None:
+            return batch["domain_id"]
+        if not bool(self.pseudo.fitted):
+            raise ConfigError("dalsclip pseudo_domains: the pseudo-domains are not fitted; call "
+                              "prepare_fit(frozen train features) before training (the runner does)")
+        return self.pseudo.assign(f_hat).to(batch["label"].device)
 
     # --- image side -------------------------------------------------------------------------------
     def frozen_feature(self, batch: dict[str, Any]) -> Tensor:
@@ -210,11 +247,12 @@ class DALSCLIP(RetrievalMethod):
         return clip_infonce(e, text, captions, self.logit_scale)
 
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        domains = batch["domain_id"]
+        f_hat = self.frozen_feature(batch)
+        domains = self.training_domains(batch, f_hat)
         if bool((domains < 0).any()) or bool((domains >= self.num_domains).any()):
             raise ConfigError(f"dalsclip got training domain ids {sorted(set(domains.tolist()))}; "
                               f"expected 0..{self.num_domains - 1} (index into info.train_domains)")
-        f_hat = self.frozen_feature(batch)
+        batch = {**batch, "domain_id": domains}
         s, f_inv = self.split_feature(f_hat)
         e = F.normalize(f_inv.float(), dim=-1)
         present, prompts = domain_means(self.prompt_gen(f_hat), domains)  # P_d, (D, n_tok, T)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 
 class _GradientReversal(torch.autograd.Function):
     @staticmethod
@@ -134,3 +136,38 @@ class PromptEMA(nn.Module):
         if not bool(self.seen.any()):
             return None
         return self.value[self.seen].mean(dim=0)
+
+
+class PseudoDomains(nn.Module):
+    """k pseudo-domains for one-domain data (§4.7 `pseudo_domains`): k-means centroids of the normalised frozen
+    training embeddings (faiss, seeded), then each image's domain is its nearest centroid. The centroids are
+    buffers, so a checkpoint keeps them."""
+
+    def __init__(self, k: int, dim: int) -> None:
+        super().__init__()
+        self.k = int(k)
+        self.register_buffer("centroids", torch.zeros(self.k, dim))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit(self, f_hat: Tensor, seed: int = 0, iterations: int = 25) -> list[int]:
+        """Fit the centroids on (N, E) normalised features; returns the cluster sizes."""
+        import faiss
+
+        x = f_hat.detach().float().cpu().contiguous().numpy()
+        if x.shape[0] < self.k:
+            raise ConfigError(f"dalsclip pseudo_domains={self.k} needs at least {self.k} training images; "
+                              f"the training split has {x.shape[0]}: lower pseudo_domains or turn it off (null)")
+        km = faiss.Kmeans(x.shape[1], self.k, niter=iterations, seed=int(seed), min_points_per_centroid=1,
+                          max_points_per_centroid=1 << 30, verbose=False)
+        km.train(x)
+        self.centroids.copy_(torch.from_numpy(km.centroids).to(self.centroids))
+        self.fitted.fill_(True)
+        return torch.bincount(self.assign(f_hat.float()), minlength=self.k).tolist()
+
+    @torch.no_grad()
+    def assign(self, f_hat: Tensor) -> Tensor:
+        """Nearest centroid (squared L2) of each row: its pseudo-domain id."""
+        c = self.centroids.to(f_hat.device, torch.float32)
+        dist = (f_hat.float().unsqueeze(1) - c.unsqueeze(0)).pow(2).sum(-1)
+        return dist.argmin(dim=1)

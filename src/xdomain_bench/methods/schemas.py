@@ -114,6 +114,7 @@ class DALSCLIP(Training):
     prompt_ema: Annotated[float, Field(ge=0, lt=1)]
     test_prompt: Literal[TEST_PROMPTS]  # type: ignore[valid-type]
     max_text_sequences: PosInt
+    pseudo_domains: Annotated[int, Field(ge=2)] | None
     cache_augmentation: CacheAugmentation
 
 

@@ -213,11 +213,14 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
             return _finish(out_dir, cell, record)
         method = method_cls(vlm, dm.info, cfg)
         record.update(method_config=cfg, backbone=vlm.describe(), precision=precision, device=_device_name(accelerator),
+                      embedding_side=method.changed_embeddings(), task=dm.info.task,
                       trainable_params=method.trainable_counts(), manifest=_manifest_summary(dm))
         trains = method.has_training() and bool(budget["phases"])
         data = _cached_data(method, dm, budget, accelerator, precision, trains, devices) if feature_cache else None
         record["feature_cache"] = data.describe() if data is not None else {
             "used": False, "reason": "turned off" if method.cacheable else "method is not cacheable"}
+        if trains and method.needs_train_features():
+            method.prepare_fit(_train_features(method, dm, data, accelerator, precision))
         t_fit = time.perf_counter()
         if trains:
             record["training"] = fit_phases(method, dm, cell, out_dir, accelerator, precision, progress,
@@ -256,6 +259,20 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
             raise
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     return _finish(out_dir, cell, record)
+
+
+def _train_features(method, dm, data, accelerator: str, precision: str) -> torch.Tensor:
+    """Frozen post-projection embeddings of the training images (eval transform), for `method.prepare_fit`:
+    the cell's feature cache when it holds them (only the rows a capped run reads), else the H14 store."""
+    if data is not None and data.kind == "post_proj" and data.n_views == 0:
+        feats = data.role_features("train")[0][0]
+        return feats[~torch.isnan(feats).any(dim=1)]
+    from ..methods.feature_cache import FeatureCache
+
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if accelerator == "cuda" else "cpu"
+    cache = FeatureCache(method.vlm, kind="post_proj", device=device, precision=precision,
+                         batch_size=dm.eval_batch_size, num_workers=dm.num_workers)
+    return cache.role_features(dm, "train")[0]
 
 
 def _cached_data(method, dm, budget: dict[str, Any], accelerator: str, precision: str, trains: bool, devices: int):
