@@ -47,8 +47,20 @@ def test_default_metrics_table(files, capsys):
     _, p = files
     assert main([*base_args(p), "--chunk-size", "7"]) == 0
     out = capsys.readouterr().out
-    for name in ("mAP@200", "Prec@200", "mAP@all", "n_queries_no_relevant"):
+    for name in ("mAP@200", "Prec@200", "mAP@all", "n_queries_no_relevant", "n_queries_no_hit@200"):
         assert name in out
+
+
+def test_similarity_flag_and_its_distance_alias(files, capsys):
+    arrays, p = files
+    assert main([*base_args(p), "--metrics", "mAP@10,Prec@5", "--similarity", "neg_sq_euclidean", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = evaluate_class_retrieval(arrays["q"], arrays["ql"], arrays["g"], arrays["gl"], ["mAP@10", "Prec@5"],
+                                    distance="l2")  # fmt: skip
+    assert got == want and "n_queries_no_hit@5" in got
+    assert main([*base_args(p), "--similarity", "exp_neg_euclidean", "--distance", "l2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "xbench: error: --distance l2 contradicts --similarity exp_neg_euclidean; pass one\n"
 
 
 def test_same_set(files, capsys):

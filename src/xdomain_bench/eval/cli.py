@@ -8,11 +8,29 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from .engine import DISTANCES, TIE_MODES, evaluate_class_retrieval
+from ..errors import ConfigError, InputError
+from .engine import DISTANCES, SIMILARITIES, TIE_MODES, evaluate_class_retrieval
+from .similarity import resolve_similarity
 
 DEFAULT_METRICS = "mAP@200,Prec@200,mAP@all"
-COUNT_KEYS = ("n_queries", "n_gallery", "n_queries_no_relevant")
+SIMILARITY_HELP = (
+    "how a query scores a gallery item (default cosine): cosine of L2-normalised rows (float32); "
+    "neg_sq_euclidean = -|q-g|^2 and exp_neg_euclidean = exp(-|q-g|) on the rows as given, in float64 "
+    "(exp_neg_euclidean is SnMpNet's evaluation; beyond a distance of ~745 its scores underflow to 0 and tie)"
+)
+DISTANCE_HELP = "older spelling: cosine = --similarity cosine, l2 = --similarity neg_sq_euclidean (given both, they must agree)"
+TIE_HELP = (
+    "AP tie handling (PROTOCOLS.md §7.1): stable = ties by ascending gallery index; sklearn = scikit-learn's "
+    "tie-aware AP (SnMpNet), on the stable top-k slice for @k. sklearn @k still depends on the gallery order "
+    "when a tie group straddles rank k: with heavy ties (binary or hashed codes, underflowing exp scores) "
+    "report both modes and say which"
+)
+EPILOG = (
+    "Besides the metrics, the output counts queries with no relevant item in the gallery "
+    "(n_queries_no_relevant) and, per cut-off k, with none in the top k (n_queries_no_hit@k). Every query "
+    "counts in the means; a peer number that drops the no-hit queries is mean * n_queries / "
+    "(n_queries - n_queries_no_hit@k)."
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "eval-embeddings",
         help="class-retrieval metrics for saved embeddings",
         description="Compute retrieval metrics (PROTOCOLS.md §7) from .npy embeddings and labels.",
+        epilog=EPILOG,
     )
     p.add_argument("--query", required=True, help="query embeddings, (Nq, D) .npy")
     p.add_argument("--query-labels", required=True, help="query labels, (Nq,) .npy of ints or strings")
@@ -27,8 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gallery-labels", help="gallery labels, (Ng,) .npy (omit with --same-set)")
     p.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma-separated metric names (default {DEFAULT_METRICS})")
     p.add_argument("--same-set", action="store_true", help="queries are the gallery; each query excludes itself")
-    p.add_argument("--distance", choices=DISTANCES, default="cosine")
-    p.add_argument("--tie-mode", choices=TIE_MODES, default="stable", help="AP tie handling (PROTOCOLS.md §7.1)")
+    p.add_argument("--similarity", choices=SIMILARITIES, help=SIMILARITY_HELP)
+    p.add_argument("--distance", choices=DISTANCES, help=DISTANCE_HELP)
+    p.add_argument("--tie-mode", choices=TIE_MODES, default="stable", help=TIE_HELP)
     p.add_argument("--chunk-size", type=int, default=1024, help="queries per block; bounds peak memory")
     p.add_argument("--json", action="store_true", help="print one JSON object metric -> value")
     p.set_defaults(func=run)
@@ -47,6 +67,10 @@ def load_npy(path: str, what: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        similarity = resolve_similarity(args.similarity, args.distance)
+    except ConfigError as exc:  # a contradiction between two flags is bad command-line input
+        raise InputError(f"--distance {args.distance} contradicts --similarity {args.similarity}; pass one") from exc
     query = load_npy(args.query, "query")
     query_labels = load_npy(args.query_labels, "query labels")
     if args.same_set:
@@ -60,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         gallery_labels = load_npy(args.gallery_labels, "gallery labels")
     result = evaluate_class_retrieval(
         query, query_labels, gallery, gallery_labels, args.metrics.split(","),
-        same_set=args.same_set, distance=args.distance, chunk_size=args.chunk_size, tie_mode=args.tie_mode,
+        same_set=args.same_set, similarity=similarity, chunk_size=args.chunk_size, tie_mode=args.tie_mode,
     )  # fmt: skip
     if args.json:
         print(json.dumps(result))
@@ -77,11 +101,12 @@ def print_table(result: dict[str, float]) -> None:
     table = Table(title="retrieval metrics")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    counts = [name for name in result if name.startswith("n_")]
     for name, value in result.items():
-        if name in COUNT_KEYS:
+        if name in counts:
             continue
         text = f"{100 * value:.2f}%" if name.startswith("R@") else f"{value:.4f}"
         table.add_row(name, text)
-    for name in COUNT_KEYS:
+    for name in counts:
         table.add_row(name, str(result[name]))
     Console().print(table)

@@ -1,15 +1,15 @@
 """The class-retrieval metric engine: every requested metric in one chunked pass over the queries.
 
-Per chunk of queries: a float32 similarity block (one matmul into a reused buffer), the exact stable
-ranks of the relevant items (`ranking.relevant_ranks`), and float64 per-query values (summed with
-math.fsum, so results do not depend on the chunk size). Peak extra memory is about
-``chunk_size × N_g × 8`` bytes (score block + its sorted copy) plus the gallery.
+Per chunk of queries: a score block (`similarity.score_blocks`: float32 cosine, float64 Euclidean
+scores), the exact stable ranks of the relevant items (`ranking.relevant_ranks`), and float64
+per-query values (summed with math.fsum, so results do not depend on the chunk size). Peak extra
+memory is about ``2 × chunk_size × N_g × itemsize`` bytes (score block + its sorted copy) plus the gallery.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -20,12 +20,24 @@ from .functional import per_query_values
 from .inputs import as_labels, as_matrix, check_choice, check_chunk_size, encode_labels
 from .metrics import MetricSpec, parse_metrics
 from .ranking import relevant_ranks
+from .similarity import (
+    DISTANCES,
+    SIMILARITIES,
+    ScoreBlock,
+    matmul_into,
+    resolve_similarity,
+    score_blocks,
+    score_dtype,
+)
 
-DISTANCES = ("cosine", "l2")
 TIE_MODES = ("stable", "sklearn")
+CUTOFF_KINDS = ("prec", "map_k", "hit", "recall")  # metrics with a fixed cut-off k
+__all__ = ["DISTANCES", "SIMILARITIES", "TIE_MODES", "evaluate_class_retrieval", "evaluate_scores", "matmul_into"]
 
-# fills `out` (c, Ng) with the scores of queries q0..q0+c-1 and returns it
-ScoreBlock = Callable[[int, int, torch.Tensor], torch.Tensor]
+
+def no_hit_key(k: int) -> str:
+    """Result key of the number of queries with H(k) = 0 (no relevant item in the top k)."""
+    return f"n_queries_no_hit@{k}"
 
 
 class ClassBlocks:
@@ -48,16 +60,6 @@ class ClassBlocks:
         if self_index is not None:
             valid &= rel != self_index[:, None]
         return rel.contiguous(), valid
-
-
-def matmul_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """out = a @ b in float32. On CPU through numpy's BLAS (OpenBLAS here needs ~1.5x less CPU time
-    than torch's MKL path on AMD hosts); elsewhere torch.mm."""
-    if a.device.type == "cpu" and a.dtype == b.dtype == out.dtype:
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite scores are rejected downstream
-            np.matmul(a.numpy(), b.numpy(), out=out.numpy())
-        return out
-    return torch.mm(a, b, out=out)
 
 
 @contextmanager
@@ -99,6 +101,8 @@ def run_chunks(
     sorted_buf = np.empty((cs, n_gallery), dtype=buf.numpy().dtype) if device.type == "cpu" else None
     values = {spec.name: np.zeros(n_query, dtype=np.float64) for spec in specs}
     n_empty = 0
+    cutoffs = sorted({spec.k for spec in specs if spec.kind in CUTOFF_KINDS and spec.k is not None})
+    no_hit = dict.fromkeys(cutoffs, 0)
     sklearn = tie_mode == "sklearn" and any(spec.is_ap for spec in specs)
     for q0 in range(0, n_query, cs):
         c = min(cs, n_query - q0)
@@ -114,9 +118,12 @@ def run_chunks(
         for spec in specs:
             values[spec.name][q0 : q0 + c] = per_query_values(spec, rr, tie_mode).cpu().numpy()
         n_empty += int((rr.n_rel == 0).sum())
+        for k in cutoffs:
+            no_hit[k] += int((rr.hits(k) == 0).sum())
     # correctly rounded float64 sums: the result does not depend on the chunk size
     out: dict[str, float] = {name: math.fsum(v.tolist()) / n_query for name, v in values.items()}
     out.update(n_queries=n_query, n_gallery=n_gallery, n_queries_no_relevant=n_empty)
+    out.update({no_hit_key(k): n for k, n in no_hit.items()})
     return out
 
 
@@ -127,15 +134,6 @@ def _check_options(metrics: Sequence[str] | str, chunk_size: int, tie_mode: str)
     return specs
 
 
-def _normalise(x: torch.Tensor, what: str) -> torch.Tensor:
-    norms = x.norm(dim=1)
-    zero = norms == 0
-    if bool(zero.any()):
-        row = int(zero.nonzero()[0, 0])
-        raise InputError(f"{what} row {row} has zero norm, so cosine similarity is undefined; drop it or use distance='l2'")
-    return x / norms[:, None]
-
-
 def evaluate_class_retrieval(
     query: torch.Tensor | np.ndarray,
     query_labels: Sequence | np.ndarray | torch.Tensor,
@@ -144,20 +142,24 @@ def evaluate_class_retrieval(
     metrics: Sequence[str],
     *,
     same_set: bool = False,
-    distance: str = "cosine",
+    distance: str | None = None,
+    similarity: str | None = None,
     chunk_size: int = 1024,
     tie_mode: str = "stable",
 ) -> dict[str, float]:
     """Class-retrieval metrics of PROTOCOLS.md §7 for query/gallery embeddings.
 
     Relevance = equal label (integers or strings). With ``same_set=True`` query i *is* gallery row i
-    (pass the same array twice) and is excluded by index. ``distance``: "cosine" (rows L2-normalised)
-    or "l2" (squared Euclidean on the embeddings as given). Ties fall by ascending gallery index;
-    ``tie_mode="sklearn"`` makes AP tie-aware as in scikit-learn (§7.1). Returns metric name → mean
-    over all queries, plus ``n_queries``, ``n_gallery`` (rows given) and ``n_queries_no_relevant``.
+    (pass the same array twice) and is excluded by index. ``similarity``: "cosine" (default),
+    "neg_sq_euclidean" or "exp_neg_euclidean" (module `similarity`); ``distance`` is the older name
+    ("cosine" or "l2" = neg_sq_euclidean), and the two must agree when both are given. Ties fall by
+    ascending gallery index; ``tie_mode="sklearn"`` makes AP tie-aware as in scikit-learn (§7.1).
+    Returns metric name → mean over all queries, plus ``n_queries``, ``n_gallery`` (rows given),
+    ``n_queries_no_relevant`` (R = 0) and, per cut-off k of the @k metrics, ``n_queries_no_hit@k``
+    (H(k) = 0 under the stable ranking).
     """
     specs = _check_options(metrics, chunk_size, tie_mode)
-    check_choice(distance, DISTANCES, "distance")
+    name = resolve_similarity(similarity, distance)
     q = as_matrix(query, "query embeddings")
     g = as_matrix(gallery, "gallery embeddings").to(q.device)
     if q.shape[1] != g.shape[1]:
@@ -166,27 +168,12 @@ def evaluate_class_retrieval(
     gl = as_labels(gallery_labels, g.shape[0], "gallery labels")
     if same_set:
         _check_same_set(q, g, ql, gl)
-    if distance == "cosine":
-        q, g = _normalise(q, "query embeddings"), _normalise(g, "gallery embeddings")
+    block = score_blocks(q, g, name)
     qcodes, gcodes, n_codes = encode_labels(ql, gl)
-    gt = g.t()
-    if distance == "cosine":
-
-        def block(q0: int, c: int, out: torch.Tensor) -> torch.Tensor:
-            return matmul_into(q[q0 : q0 + c], gt, out)
-
-    else:
-        neg_g2 = -(g * g).sum(dim=1)[None, :]
-        q2 = (q * q).sum(dim=1)
-
-        def block(q0: int, c: int, out: torch.Tensor) -> torch.Tensor:
-            matmul_into(q[q0 : q0 + c], gt, out)
-            return out.mul_(2.0).add_(neg_g2).sub_(q2[q0 : q0 + c, None])  # -|q - g|^2
-
     with exact_matmul(q.device):
         return run_chunks(
-            block, q.shape[0], g.shape[0], qcodes, gcodes, n_codes, specs,
-            same_set=same_set, chunk_size=chunk_size, tie_mode=tie_mode, device=q.device,
+            block, q.shape[0], g.shape[0], qcodes, gcodes, n_codes, specs, same_set=same_set,
+            chunk_size=chunk_size, tie_mode=tie_mode, device=q.device, dtype=score_dtype(name),
         )  # fmt: skip
 
 

@@ -16,9 +16,10 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from ..errors import InputError
-from .engine import DISTANCES, TIE_MODES, evaluate_class_retrieval
+from .engine import TIE_MODES, evaluate_class_retrieval
 from .inputs import check_choice, check_chunk_size
 from .metrics import parse_metrics
+from .similarity import resolve_similarity
 
 _ROLES = ("query", "gallery")
 
@@ -28,8 +29,9 @@ class RetrievalMetrics(Metric):
 
     ``update(embeddings, labels, indexes, is_query=True)``: labels are integer class ids, indexes the
     samples' global indices within their role. With ``same_set=True`` every sample is a query and the
-    gallery at once (self excluded); pass ``is_query=True`` only. compute() returns metric name →
-    0-dim tensor (float64 metrics; int64 counts).
+    gallery at once (self excluded); pass ``is_query=True`` only. ``similarity`` / ``distance`` as in
+    `engine.evaluate_class_retrieval`. compute() returns metric name → 0-dim tensor (float64 metrics;
+    int64 counts).
     """
 
     is_differentiable = False
@@ -41,16 +43,17 @@ class RetrievalMetrics(Metric):
         metrics: Sequence[str],
         *,
         same_set: bool = False,
-        distance: str = "cosine",
+        distance: str | None = None,
+        similarity: str | None = None,
         chunk_size: int = 1024,
         tie_mode: str = "stable",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.metric_names = [spec.name for spec in parse_metrics(metrics)]
-        check_choice(distance, DISTANCES, "distance")
+        self.similarity = resolve_similarity(similarity, distance)
         check_choice(tie_mode, TIE_MODES, "tie_mode")
-        self.same_set, self.distance, self.tie_mode = same_set, distance, tie_mode
+        self.same_set, self.tie_mode = same_set, tie_mode
         self.chunk_size = check_chunk_size(chunk_size)
         for role in _ROLES:
             self.add_state(f"{role}_emb", default=[], dist_reduce_fx="cat")
@@ -94,7 +97,7 @@ class RetrievalMetrics(Metric):
         gallery, gallery_labels = (query, query_labels) if self.same_set else self._collect("gallery")
         result = evaluate_class_retrieval(
             query, query_labels.cpu(), gallery, gallery_labels.cpu(), self.metric_names,
-            same_set=self.same_set, distance=self.distance, chunk_size=self.chunk_size, tie_mode=self.tie_mode,
+            same_set=self.same_set, similarity=self.similarity, chunk_size=self.chunk_size, tie_mode=self.tie_mode,
         )  # fmt: skip
         return {
             name: torch.tensor(value, dtype=torch.int64 if isinstance(value, int) else torch.float64)
