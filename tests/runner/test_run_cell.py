@@ -57,13 +57,18 @@ def test_record_metrics_match_an_independent_evaluation(zero_shot_run, synth_dom
     q, ql = embed("query")
     g, gl = embed("gallery")
     assert rec["counts"]["n_query"] == len(q) and rec["counts"]["n_gallery"] == len(g)
-    aps = []
+    aps, no_hit = [], {100: 0, 200: 0}
     for i in range(len(q)):
         order = np.argsort(-(g @ q[i]), kind="stable")[:200]
         rel = (gl[order] == ql[i]).astype(float)
         hits = np.cumsum(rel)
         aps.append(float((hits / np.arange(1, len(rel) + 1) * rel).sum() / hits[-1]) if hits[-1] else 0.0)
+        for k in no_hit:
+            no_hit[k] += int(hits[min(k, len(hits)) - 1] == 0)
     assert rec["metrics"]["mAP@200"] == pytest.approx(np.mean(aps), abs=1e-6)
+    # H(k) = 0 counts are record counts, not metrics (the leaderboard averages metrics over seeds)
+    assert {k: rec["counts"][f"n_queries_no_hit@{k}"] for k in no_hit} == no_hit
+    assert not [m for m in rec["metrics"] if m.startswith("n_")]
 
 
 def test_leaderboard_csv(zero_shot_run, capsys):

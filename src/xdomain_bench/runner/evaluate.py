@@ -98,6 +98,8 @@ def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: s
               "n_queries_no_relevant": int(metrics.pop("n_queries_no_relevant", _no_relevant(q_lab, g_lab, info.same_set)))}
     for key in ("n_queries", "n_gallery"):
         metrics.pop(key, None)
+    # queries with no relevant item in the top k, per cut-off: counts, never scores to average
+    counts.update({key: int(metrics.pop(key)) for key in [k for k in metrics if k.startswith("n_queries_no_hit@")]})
     return {"metrics": metrics, "counts": counts}
 
 
