@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 
 from .errors import XBenchError
+from .paths import CARDS_ENV
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    try:
+        return version("xdomain_bench")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return __version__
 
 # Modules that contribute sub-commands through `add_parser(subparsers)`.
 COMMAND_MODULES = (
@@ -18,11 +31,17 @@ COMMAND_MODULES = (
     "xdomain_bench.eval.cli",
     "xdomain_bench.data.cli",
     "xdomain_bench.vlm.cli",
+    "xdomain_bench.discovery",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xbench", description="Benchmark suite for retrieval with frozen VLMs.")
+    parser.add_argument("--version", action="version", version=f"xbench {package_version()}",
+                        help="print the installed version and exit")
+    parser.add_argument("--cards", action="append", metavar="DIR",
+                        help="an external cards folder (methods/, datasets/, datasets/splits/, suites/), searched "
+                        f"before the built-in cards; repeatable; also {CARDS_ENV} (os.pathsep-separated)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod_name in COMMAND_MODULES:
@@ -40,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(words)
+    if args.cards:  # through the environment, so worker processes (suites, DDP ranks) search them too
+        os.environ[CARDS_ENV] = os.pathsep.join([*args.cards, *filter(None, [os.environ.get(CARDS_ENV)])])
     try:
         rc = args.func(args)
     except XBenchError as exc:

@@ -69,4 +69,4 @@ def test_bad_image_hint_names_an_option_that_run_accepts(tmp_path):
     for name in ("empty.png", "cut.png"):
         with pytest.raises(DataError) as exc:
             load_image(tmp_path / name)
-        assert "--data-option skip_bad_images=true" in str(exc.value) and "\n" not in str(exc.value)
+        assert "--set data.skip_bad_images=true" in str(exc.value) and "\n" not in str(exc.value)

@@ -91,13 +91,13 @@ class Case:
 
 
 def manifest_argv(dataset: str, *extra: str) -> list[str]:
-    return ["data", "manifest", dataset, "--root", "{root}", "--protocol", PROTOCOL[dataset],
+    return ["data", "manifest", dataset, "--data-root", "{root}", "--protocol", PROTOCOL[dataset],
             "--out", "{out}/m.csv", *extra]
 
 
 CASES = [
     *[Case(f"non-utf8-name-manifest-{d}", manifest_argv(d), "is not valid UTF-8", break_names(d)) for d in PROTOCOL],
-    Case("non-utf8-name-verify", ["data", "verify", "sketchy", "--root", "{root}"], "is not valid UTF-8",
+    Case("non-utf8-name-verify", ["data", "verify", "sketchy", "--data-root", "{root}"], "is not valid UTF-8",
          break_names("sketchy")),
     Case("non-utf8-name-run", RUN, "is not valid UTF-8", break_names("domainnet"), untouched=("out", "cache")),
     Case("missing-class-run", RUN, f"sketch/{DN_TEST[1]}", remove(f"DomainNet/sketch/{DN_TEST[1]}"),
@@ -106,9 +106,9 @@ CASES = [
          untouched=("out", "cache")),
     Case("missing-class-manifest", manifest_argv("sketchy"), "allow_missing_classes=true",
          lambda r: shutil.rmtree(first_folder(r / "Sketchy" / "extended_photo"))),
-    Case("bad-image-run", RUN, "--data-option skip_bad_images=true",
+    Case("bad-image-run", RUN, "--set data.skip_bad_images=true",
          empty_first_image(f"DomainNet/sketch/{DN_TEST[0]}")),
-    Case("missing-root-manifest", ["data", "manifest", "domainnet", "--root", "{root}/nowhere", "--protocol", "ucdr",
+    Case("missing-root-manifest", ["data", "manifest", "domainnet", "--data-root", "{root}/nowhere", "--protocol", "ucdr",
                                    "--out", "{out}/m.csv"], "data root does not exist"),
     Case("fdrd-annotations-missing", manifest_argv("fdrd", "--annotations", "{root}/nope.json"),
          "annotations not found"),
@@ -164,7 +164,7 @@ def test_allow_missing_classes_runs_and_marks_the_record_nonstandard(synth_root,
     shutil.copytree(synth_root / "DomainNet", root / "DomainNet")
     shutil.rmtree(root / "DomainNet" / "sketch" / DN_TEST[1])
     argv = [a.format(root=root, out=tmp_path / "out") for a in RUN]
-    assert main([*argv, "--data-option", "allow_missing_classes=true"]) == 0, capsys.readouterr().err
+    assert main([*argv, "--set", "data.allow_missing_classes=true"]) == 0, capsys.readouterr().err
     record = _record(tmp_path / "out")
     assert record["status"] == "ok"
     assert record["notes"]["nonstandard"] is True and record["notes"]["missing_parts"] == [f"sketch/{DN_TEST[1]}"]
@@ -175,7 +175,7 @@ def test_skip_bad_images_option_named_in_the_message_works_with_run(synth_root, 
     shutil.copytree(synth_root / "DomainNet", root / "DomainNet")
     empty_first_image(f"DomainNet/sketch/{DN_TEST[0]}")(root)
     argv = [a.format(root=root, out=tmp_path / "out") for a in RUN]
-    assert main([*argv, "--data-option", "skip_bad_images=true"]) == 0, capsys.readouterr().err
+    assert main([*argv, "--set", "data.skip_bad_images=true"]) == 0, capsys.readouterr().err
     assert _record(tmp_path / "out")["status"] == "ok"
 
 
@@ -193,7 +193,7 @@ def test_verify_piped_prints_fdrd_warnings_on_whole_lines(synth_root, tmp_path):
     shutil.copytree(synth_root, root)
     junk = root / "FDRD" / ("a_file_with_a_deliberately_long_name_that_is_no_caption_file_" * 2 + ".json")
     junk.write_text("{}", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "xdomain_bench.cli", "data", "verify", "fdrd", "--root", str(root)],
+    proc = subprocess.run([sys.executable, "-m", "xdomain_bench.cli", "data", "verify", "fdrd", "--data-root", str(root)],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "80"})
     lines = proc.stdout.splitlines()
     warning = f"  - {junk}: not a released FDRD caption-file name; ignored"

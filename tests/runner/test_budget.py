@@ -80,7 +80,7 @@ def test_steps_budget_splits_by_step_fraction():
 
 def _train_rows(tmp_path, root, *args) -> int:
     out = tmp_path / "manifest.csv"
-    assert main(["data", "manifest", *args, "--root", str(root), "--out", str(out)]) == 0
+    assert main(["data", "manifest", *args, "--data-root", str(root), "--out", str(out)]) == 0
     return int((pd.read_csv(out)["role"] == "train").sum())
 
 

@@ -39,7 +39,7 @@ def test_linear_probe_two_processes_match_one(synth_all, tmp_path, xbench_subpro
     move only where two gallery scores of one query lie within that rounding and swap; one such swap changes
     that query's value by at most 1, the mean by at most 1 / n_query. That one query's worth is the tolerance:
     a real DDP fault (a rank's batch lost, gradients summed instead of averaged) moves many queries."""
-    common = ["--method", "linear_probe", "--max-steps", "2", "--data-option", "augment=false"]
+    common = ["--method", "linear_probe", "--max-steps", "2", "--set", "data.augment=false"]
     one = _run(xbench_subprocess, synth_all, tmp_path / "one", *common, "--set", "batch_size=8")
     two = _run(xbench_subprocess, synth_all, tmp_path / "two", *common, "--set", "batch_size=4", "--devices", "2")
     for rec in (one, two):

@@ -80,8 +80,8 @@ def test_paper_protocol_without_validation_selects_on_test_only_when_allowed(syn
     assert rec["selection"] == {"split": None, "tag": None}  # no val split: final weights, never test
     assert not {r for r, fitting in role_log if fitting} & {"query", "gallery"}
     role_log.clear()
-    assert main(_cell_args(synth_all, allowed, "--variant", "paper", "--data-option",
-                           "allow_test_selection=true")) == 0
+    assert main(_cell_args(synth_all, allowed, "--variant", "paper", "--set",
+                           "data.allow_test_selection=true")) == 0
     rec = _record(allowed)
     assert rec["selection"] == {"split": "test", "tag": "test-selected"}
     assert rec["training"]["phases"][0]["selected"]["split"] == "test"
@@ -89,7 +89,7 @@ def test_paper_protocol_without_validation_selects_on_test_only_when_allowed(syn
 
 
 def test_test_selection_under_the_clean_variant_is_refused(synth_all, tmp_path, capsys):
-    rc = main(_cell_args(synth_all, tmp_path / "o", "--data-option", "allow_test_selection=true"))
+    rc = main(_cell_args(synth_all, tmp_path / "o", "--set", "data.allow_test_selection=true"))
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("xbench: error: allow_test_selection is legal only under --variant paper")
     assert "\n" not in err and not (tmp_path / "o" / "records").exists()
@@ -99,7 +99,7 @@ def test_dry_run_names_the_selection_split(synth_all, tmp_path, capsys):
     base = ["run", "--method", "coop", "--dataset", "sketchy", "--data-root", str(synth_all), "--out",
             str(tmp_path / "o"), "--dry-run", "--json", "--max-steps", "2"]
     seen = []
-    for extra in ([], ["--variant", "paper"], ["--variant", "paper", "--data-option", "allow_test_selection=true"]):
+    for extra in ([], ["--variant", "paper"], ["--variant", "paper", "--set", "data.allow_test_selection=true"]):
         assert main(base + extra) == 0
         seen.append(json.loads(capsys.readouterr().out)[0]["selection"])
     assert seen == ["val", "none (last weights)", "test (allowed)"]

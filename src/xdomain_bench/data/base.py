@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from ..errors import DataError, unknown_name
-from ..paths import dataset_cards_dir, splits_dir
-from ..registry import Registry
+from ..paths import dataset_cards_dir, find_resource, splits_dir
+from ..registry import Registry, load_entry_points
 from .manifest import Manifest
 
 DATASETS: Registry[type[DatasetAdapter]] = Registry("dataset")
@@ -54,7 +54,7 @@ class ProtocolInfo:
 
 def read_class_list(name: str) -> list[str]:
     """A shipped split list (datasets/splits/NAME), read with splitlines()."""
-    path = splits_dir() / name
+    path = find_resource("datasets/splits", name, splits_dir())
     if not path.is_file():
         raise DataError(f"class list missing: {path}; the checkout is incomplete")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -65,7 +65,7 @@ def read_class_list(name: str) -> list[str]:
 
 
 def load_card(name: str) -> dict[str, Any]:
-    path = dataset_cards_dir() / f"{name}.yaml"
+    path = find_resource("datasets", f"{name}.yaml", dataset_cards_dir())
     if not path.is_file():
         raise DataError(f"dataset card missing: {path}")
     return yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -174,3 +174,4 @@ def _import_all() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != f"{__package__}.{mod}":
                 raise
+    load_entry_points("xdomain_bench.datasets", register_dataset, DATASETS)  # third-party datasets

@@ -16,8 +16,8 @@ from .listing import short_list
 
 log = logging.getLogger(__name__)
 ALLOW_OPTION = "allow_missing_classes"
-HOW_TO_ALLOW = (f"pass {ALLOW_OPTION}=true to use the partial tree (`xbench run ... --data-option "
-                f"{ALLOW_OPTION}=true`, `xbench data manifest ... -o {ALLOW_OPTION}=true`; results are then "
+HOW_TO_ALLOW = (f"pass {ALLOW_OPTION}=true to use the partial tree (`xbench run ... --set data."
+                f"{ALLOW_OPTION}=true`, `xbench data manifest ... --set data.{ALLOW_OPTION}=true`; results are then "
                 "marked nonstandard)")
 
 

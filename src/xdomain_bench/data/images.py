@@ -9,7 +9,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import DataError
 
 # How to go on without a bad image, in the words of the commands that accept it.
-SKIP_HINT = ("re-download it, or skip unreadable images with `xbench run ... --data-option skip_bad_images=true` "
+SKIP_HINT = ("re-download it, or skip unreadable images with `xbench run ... --set data.skip_bad_images=true` "
              "(`xbench data verify --skip-bad-images` lists them without failing)")
 
 

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ..errors import ConfigError
 from ..io_utils import atomic_write_text
-from ..paths import project_root
+from ..paths import reported_csv
 from ..runner.records import read_records
 from .console import make_console, print_tables
 from .identity import BackboneNames
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "and leaderboard.json; print the tables.")
     p.add_argument("dir", help="a run folder holding records/")
     p.add_argument("--format", help="write only these: a comma list of csv, md, latex, json (default: all)")
-    p.add_argument("--reported", help="reported numbers CSV (default: benchmarks/reported.csv)")
+    p.add_argument("--reported", help="reported numbers CSV (default: the built-in one, benchmarks/reported.csv in a checkout)")
     p.add_argument("--no-reported", action="store_true", help="do not join reported numbers")
     p.add_argument("--width", type=int, help="console width in characters (default: the terminal's; unlimited "
                                              "when piped); wider tables are split, never cut")
@@ -107,7 +107,7 @@ def leaderboard_command(args: argparse.Namespace) -> int:
     reported_path = None
     if not getattr(args, "no_reported", False):
         given = getattr(args, "reported", None)
-        reported_path = Path(given) if given else project_root() / "benchmarks" / "reported.csv"
+        reported_path = Path(given) if given else reported_csv()
     board = build_leaderboard(out, reported_path)
     texts = render_files(board, formats, out)  # everything rendered before anything is written
     for name, text in texts.items():

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, load_entry_points
 from ..vlm import FrozenVLM
 from .losses import class_cross_entropy, clip_infonce
 from .text import frozen_class_features, frozen_text_features
@@ -46,6 +46,7 @@ def get_method_class(name: str) -> type[RetrievalMethod]:
         except ModuleNotFoundError as exc:
             if exc.name != f"{__package__}.{mod}":
                 raise
+    load_entry_points("xdomain_bench.methods", register_method, METHODS)  # third-party methods
     return METHODS.get(name)
 
 

@@ -15,15 +15,16 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import ConfigError
-from ..paths import method_cards_dir
+from ..paths import find_resource, method_cards_dir
 
 Layer = tuple[str, dict[str, Any]]  # (where it came from, partial config)
 
 
 def load_card(name: str) -> dict[str, Any]:
-    path = method_cards_dir() / f"{name}.yaml"
+    path = find_resource("methods", f"{name}.yaml", method_cards_dir())
     if not path.is_file():
-        raise ConfigError(f"method card missing: {path}; every registered method needs one")
+        raise ConfigError(f"method card missing: {path}; every registered method needs one (an external one goes "
+                          "in CARDS/methods/, with --cards CARDS or XBENCH_CARDS)")
     card = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if "defaults" not in card:
         raise ConfigError(f"method card {path} has no 'defaults' section")
@@ -97,10 +98,11 @@ def method_schema(name: str):
     from .schemas import SCHEMAS
 
     for klass in get_method_class(name).__mro__:
-        schema = SCHEMAS.get(klass.__dict__.get("name"))
+        schema = klass.__dict__.get("config_schema") or SCHEMAS.get(klass.__dict__.get("name"))  # plugins: attribute
         if schema is not None:
             return schema
-    raise ConfigError(f"method '{name}' has no declared schema; add one to methods/schemas.py")
+    raise ConfigError(f"method '{name}' has no declared schema; add one to methods/schemas.py (a plugin sets "
+                      "config_schema on its class)")
 
 
 def validate(schema, cfg: dict[str, Any], method: str, where: str) -> dict[str, Any]:

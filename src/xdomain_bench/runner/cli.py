@@ -5,29 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError, XBenchError
+from ..options import deprecated, parse_pairs, split_set
 from .preflight import preflight
-
-
-def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
-    """`key=value` pairs; values parsed as YAML (numbers, booleans, lists, mappings); dotted keys nest:
-    `optimizer.lr=1e-3` -> {"optimizer": {"lr": 1e-3}}."""
-    from ..methods.config import deep_merge, dotted
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"bad {what} '{item}'; write key=value, e.g. optimizer.lr=1e-3")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"bad {what} '{item}': the value is not valid YAML; quote it, e.g. "
-                              f"{key}='\"text\"'") from None
-        out = deep_merge(out, dotted(key, parsed))
-    return out
 
 
 def budget_label(args: argparse.Namespace) -> str | None:
@@ -54,34 +34,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train and evaluate one cell or a suite",
                        description="Train and evaluate one cell (method x dataset x protocol x variant x seed), or "
                        "every cell of --suite, and write one record per cell under OUT/records/.")
-    p.add_argument("--suite", help="a suite YAML (benchmarks/suites/*.yaml): run its whole matrix")
+    p.add_argument("--suite", help="run a whole matrix: a built-in suite name (xbench list suites) or a suite YAML file")
     p.add_argument("--seeds", help="comma-separated seeds overriding the suite's, e.g. 0,1,2")
-    p.add_argument("--only", help="restrict a suite, e.g. method=coop+vpt,dataset=cub")
+    p.add_argument("--only", action="append", metavar="KEY=A,B,...",
+                   help="restrict a suite, e.g. method=coop,vpt,dataset=cub (repeatable; keys: method, dataset, "
+                   "protocol, variant, holdout, gallery, seed)")
     p.add_argument("--method", help="registered method name, e.g. zero_shot, ucdr_adapter")
     p.add_argument("--dataset", help="domainnet | sketchy | tuberlin | cub | fdrd")
     p.add_argument("--data-root", required=True, help="folder holding the dataset folders (e.g. ROOT/DomainNet)")
     p.add_argument("--protocol", help="protocol id (default: the dataset card's default)")
-    p.add_argument("--variant", default="clean", choices=["clean", "paper"])
+    p.add_argument("--variant", default="clean", choices=["clean", "paper"],
+                   help="protocol variant: clean (our leak-free splits, default) or paper (the papers' splits)")
     p.add_argument("--holdout", help="held-out query domain (DomainNet settings), default from the card")
     p.add_argument("--gallery", help="DomainNet gallery: unseen | mixed")
     p.add_argument("--paper-profile", help="DomainNet paper profile: snmpnet | pros | ucdr_adapter")
     p.add_argument("--method-variant", help="method variant from its card, e.g. released_code")
-    p.add_argument("--backbone", help="tiny-clip (default) | demo-clip | hf-clip:<hub id or dir>")
+    p.add_argument("--backbone", help="backbone spec (xbench list backbones): tiny-clip | demo-clip | "
+                   "hf-clip:<hub id or dir>; required unless the data are synthetic trees (then tiny-clip) or the "
+                   "suite names one")
     p.add_argument("--allow-download", action="store_true", help="let hf-clip fetch weights from the hub")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of one cell (default 0); suites use --seeds")
     p.add_argument("--max-steps", type=int, help="total training steps over all phases (= --budget steps:N)")
     p.add_argument("--budget", help="training budget: paper (each card's epochs; the default for one cell), "
                    "matched:SAMPLES (same samples for every method) or steps:STEPS; overrides a suite's")
-    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                   help="method option for one cell, dotted for nested keys: optimizer.lr=1e-3, "
-                   "phases.phase2.batch_size=64")
-    p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="extra DataModule/protocol option")
-    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", dest="overrides", action="append", metavar="method.KEY=VALUE|data.KEY=VALUE",
+                   help="an option for one cell (repeatable): method.KEY sets a method card option, dotted for "
+                   "nested keys (method.optimizer.lr=1e-3, method.phases.phase2.batch_size=64); data.KEY a "
+                   "DataModule/protocol option (data.skip_bad_images=true); values are YAML")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE", help="deprecated: use --set data.KEY=VALUE")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="Lightning accelerator (default auto: a GPU when there is one)")
     p.add_argument("--precision", default="auto", help="auto | 32-true | bf16-mixed | 16-mixed")
     p.add_argument("--devices", type=int, default=1,
                    help="processes/GPUs for Lightning DDP (default 1); N > 1 re-launches the command per rank")
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default 0: load in "
+                   "the main process)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="run the frozen image encoder every step even for cacheable methods (H14 cache off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -140,9 +128,11 @@ def suite_command(args: argparse.Namespace) -> int:
                          only=parse_only(args.only))
     if not cells:
         raise ConfigError(f"suite {args.suite} expands to no cells (check --only)")
+    kwargs = None if args.dry_run else _run_kwargs(args)
+    if not args.backbone and not suite.get("backbone"):
+        default_backbone(sorted({c.dataset for c in cells}), args.data_root)
     if args.dry_run:
         return _dry_run(cells, args)
-    kwargs = _run_kwargs(args)
     preflight(cells, args.data_root, args.out, args.allow_download)
     summary = run_suite(cells, args.data_root, args.out, **kwargs)
     return 0 if summary["failed"] == 0 else 1
@@ -166,7 +156,10 @@ def cell_command(args: argparse.Namespace) -> int:
     from .execute import run_cell
     from .records import Cell
 
-    data_options = parse_overrides(args.data_option, "--data-option")
+    sets = split_set(args.overrides)
+    if args.data_option:
+        deprecated("--data-option KEY=VALUE", "--set data.KEY=VALUE")
+    data_options = parse_pairs([*(args.data_option or []), *sets["data"]], "--set data.")
     if args.gallery:
         data_options["gallery"] = args.gallery
     if args.paper_profile:
@@ -179,14 +172,15 @@ def cell_command(args: argparse.Namespace) -> int:
     get_dataset(args.dataset).protocol_info(protocol)
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
-    overrides = parse_overrides(args.overrides, "--set")
+    overrides = parse_pairs(sets["method"], "--set method.")
     resolve_config(args.method, args.method_variant, args.dataset, layers=[("--set", overrides)])  # fail before work
+    kwargs = None if args.dry_run else _run_kwargs(args)
+    backbone = args.backbone or default_backbone([args.dataset], args.data_root)
     cell = Cell(method=args.method, dataset=args.dataset, protocol=protocol, variant=args.variant,
-                holdout=args.holdout, seed=args.seed, backbone=args.backbone or "tiny-clip", method_variant=args.method_variant,
+                holdout=args.holdout, seed=args.seed, backbone=backbone, method_variant=args.method_variant,
                 budget=budget_label(args) or "paper", data_options=data_options, method_overrides=overrides)
     if args.dry_run:
         return _dry_run([cell], args)
-    kwargs = _run_kwargs(args)
     preflight([cell], args.data_root, args.out, args.allow_download)
     record = run_cell(cell, args.data_root, args.out, raise_errors=True, **kwargs)
     if record["status"] == "worker":  # a DDP rank > 0: rank 0 reports
@@ -213,3 +207,20 @@ def _check_names(method: str, dataset: str) -> None:
         raise unknown_name("method", method, METHODS.names()) from None
     if dataset not in dataset_names():
         raise unknown_name("dataset", dataset, dataset_names())
+
+
+def default_backbone(datasets: list[str], data_root: str) -> str:
+    """tiny-clip (random weights) when every dataset under `data_root` is a synthetic tree; on real data a
+    forgotten --backbone would give plausible-looking numbers from random weights, so it is an error."""
+    from pathlib import Path
+
+    from ..data.base import get_dataset
+    from ..data.synth.sketch_pairs import SYNTH_MARKER
+    from ..discovery import backbone_choices
+
+    for name in datasets:
+        folder = get_dataset(name).dataset_dir(Path(data_root))  # a missing tree says so itself
+        if not (folder / SYNTH_MARKER).is_file():
+            raise ConfigError(f"{folder} is not a synthetic tree, so xbench run needs --backbone (tiny-clip has "
+                              f"random weights); choose one of: {backbone_choices()}")
+    return "tiny-clip"

@@ -21,7 +21,7 @@ from ..errors import ConfigError, DataError
 # Synthetic scale of each dataset the demo suite may use (`xbench data synth NAME --scale ...`).
 DEMO_SCALES = {"domainnet": "small", "sketchy": "small", "tuberlin": "small", "cub": "small", "fdrd": "small"}
 SYNTH_MARKER = ".xbench_synth.json"  # every synthetic writer leaves one in its dataset folder
-REAL_DATA_HINT = ("Real data: xbench run --suite benchmarks/suites/ucdr_domainnet.yaml --data-root /path/to/data "
+REAL_DATA_HINT = ("Real data: xbench run --suite ucdr_domainnet --data-root /path/to/data "
                   "--backbone hf-clip:/path/to/clip --out runs/real  (README: Real weights and real data)")
 
 
@@ -32,12 +32,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "OUT/leaderboard.csv, OUT/leaderboard_wide.csv and OUT/leaderboard.md.")
     p.add_argument("--data-root", default="data_synth/demo", help="where the synthetic trees live (default: %(default)s)")
     p.add_argument("--out", default="runs/demo", help="run folder for records and leaderboards (default: %(default)s)")
-    p.add_argument("--suite", help="suite YAML (default: benchmarks/suites/demo.yaml)")
+    p.add_argument("--suite", help="suite name or YAML file (default: the built-in demo suite)")
     p.add_argument("--scale", choices=("tiny", "small"), help="synthetic scale of every tree (default: the demo's, "
                                                                 "small; tiny is for quick checks)")
     p.add_argument("--backbone", help="backbone spec (default: the suite's, demo-clip)")
     p.add_argument("--seeds", help="comma-separated seeds overriding the suite's")
-    p.add_argument("--only", help="restrict the suite, e.g. method=zero_shot+coop,dataset=domainnet")
+    p.add_argument("--only", action="append", metavar="KEY=A,B,...",
+                   help="restrict the suite, e.g. method=zero_shot,coop,dataset=domainnet (repeatable)")
     p.add_argument("--max-steps", type=int, help="total training steps for every cell (= budget steps:N; default: "
                    "the suite's matched budget)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -307,7 +308,6 @@ def demo_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..leaderboard.cli import leaderboard_command
-    from ..paths import project_root
     from .cli import max_steps_label
     from .suite import expand_suite, load_suite, parse_only
 
@@ -315,7 +315,7 @@ def demo_command(args: argparse.Namespace) -> int:
     quiet_libraries()
     t_start = time.perf_counter()
     root, out = Path(args.data_root), Path(args.out)
-    suite = load_suite(args.suite or project_root() / "benchmarks" / "suites" / "demo.yaml")
+    suite = load_suite(args.suite or "demo")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     backbone = args.backbone or suite.get("backbone") or "demo-clip"
     cells = expand_suite(suite, backbone=backbone, seeds=seeds, budget=max_steps_label(args.max_steps),

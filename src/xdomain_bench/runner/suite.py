@@ -71,9 +71,12 @@ class SuiteFile(_Strict):
 
 def load_suite(path: str | Path) -> dict[str, Any]:
     """The suite's mapping, checked against `SuiteFile` (types, unknown keys, a budget that parses)."""
-    path = Path(path)
+    from ..paths import suite_names, suite_path
+
+    path = suite_path(path)
     if not path.is_file():
-        raise ConfigError(f"suite file not found: {path}; suites live in benchmarks/suites/*.yaml")
+        raise ConfigError(f"suite file not found: {path}; give a suite file or a built-in suite name: "
+                          f"{', '.join(suite_names())}")
     try:
         suite = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -195,14 +198,29 @@ def _make_cell(suite: dict[str, Any], fields: dict[str, Any], backbone: str, cli
                 method_overrides=overrides)
 
 
-def parse_only(text: str | None) -> dict[str, list[str]] | None:
-    """`method=a+b,dataset=c` -> {"method": ["a","b"], "dataset": ["c"]}."""
-    if not text:
+def parse_only(items: str | list[str] | None) -> dict[str, list[str]] | None:
+    """`method=coop,vpt,dataset=cub` (or repeated: --only method=coop,vpt --only dataset=cub) ->
+    {"method": ["coop", "vpt"], "dataset": ["cub"]}: a comma item without `=` adds a value to the key before it.
+    The old `+` separator (method=coop+vpt) still works, with a deprecation note."""
+    if not items:
         return None
     out: dict[str, list[str]] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or key not in WHERE_KEYS:
-            raise ConfigError(f"bad --only item '{item}'; write key=value with key in {', '.join(WHERE_KEYS)}")
-        out.setdefault(key, []).extend(value.split("+"))
+    key = None
+    for text in [items] if isinstance(items, str) else items:
+        for item in text.split(","):
+            name, sep, value = item.partition("=")
+            if sep:
+                key = name
+                if key not in WHERE_KEYS:
+                    raise ConfigError(f"bad --only item '{item}'; write key=value with key in {', '.join(WHERE_KEYS)}")
+            elif key is None or not item:
+                raise ConfigError(f"bad --only item '{item}' in '{text}'; write key=a,b,key2=c with key in "
+                                  f"{', '.join(WHERE_KEYS)}")
+            else:
+                value = item
+            if "+" in value:
+                from ..options import deprecated
+
+                deprecated(f"'+' in --only {key}={value}", f"commas: --only {key}={value.replace('+', ',')}")
+            out.setdefault(key, []).extend(value.split("+"))
     return out

@@ -47,7 +47,7 @@ def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **r
     t0 = time.perf_counter()
     for i, cell in enumerate(cells, 1):
         head = f"[{i}/{len(cells)}] {cell.method} · {cell.dataset}/{cell.protocol}/{cell.variant}"
-        head += f" · {cell.holdout or '-'} · {cell.data_options.get('gallery', '-')} · seed {cell.seed}"
+        head += f" · {cell.holdout or '-'} · {cell.data_options.get('gallery', '-')} · seed {cell.seed} · {cell.backbone}"
         if existing_ok_record(out_dir, cell):
             summary["skipped"] += 1
             console.print(f"[dim]{head}: done already[/]")

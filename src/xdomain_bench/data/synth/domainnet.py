@@ -50,7 +50,7 @@ def synth_domainnet(adapter: DomainNet, root: str | Path, scale: str = "tiny", s
             old = json.loads(side.read_text(encoding="utf-8"))
             if (old.get("scale"), old.get("seed")) == (scale, seed):
                 return target
-        raise DataError(f"{target} already exists; remove it or pick another --root")
+        raise DataError(f"{target} already exists; remove it or pick another --data-root")
     root.mkdir(parents=True, exist_ok=True)
     size = int(adapter.card["synth"]["image_size"][scale])
     counts = per_class_counts(adapter, scale, seed)

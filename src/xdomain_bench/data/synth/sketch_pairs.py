@@ -61,7 +61,7 @@ def fresh_tree(root: str | Path, folder: str) -> Iterator[Path]:
     target = root / folder
     if target.exists() and not (target / SYNTH_MARKER).is_file() and any(target.iterdir()):
         raise DataError(f"{target} exists and is not a synthetic tree; refusing to overwrite it. "
-                        "Choose an empty --root for synthetic data")
+                        "Choose an empty --data-root for synthetic data")
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", suffix=".tmp", dir=root))
     try:
         yield tmp
