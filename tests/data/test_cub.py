@@ -262,3 +262,28 @@ def test_verify_reports_bad_images_unlisted_files_and_wrong_names(scratch, tiny)
     assert any("stray.jpg" in p and "not in images.txt" in p for p in problems)
     assert any("classes.txt:17" in p and "017.Cardinal" in p for p in problems)
     assert all("\n" not in p for p in problems)
+
+
+def test_manifest_boxes_and_read_box_file_follow_bounding_boxes_txt(scratch, tiny):
+    """The manifest's box column and `read_box_file` both give [x, y, x + w, y + h] of the official lines."""
+    from xdomain_bench.data.cub import read_box_file
+
+    ds = tiny / "CUB_200_2011"
+    want = {}
+    for line in (ds / "bounding_boxes.txt").read_text().splitlines():
+        i, x, y, w, h = line.split()
+        want[int(i)] = [float(x), float(y), float(x) + float(w), float(y) + float(h)]
+    rows = get_dataset("cub").build_manifest(tiny, "fgir_closed").rows
+    assert {int(i): list(b) for i, b in zip(rows["image_id"], rows["box"])} == want
+    assert read_box_file(ds / "bounding_boxes.txt") == want
+    sparse = scratch / "boxes.txt"
+    sparse.write_text("7 1 2 3 4\n3 0.5 0 10 10\n")
+    assert read_box_file(sparse) == {7: [1.0, 2.0, 4.0, 6.0], 3: [0.5, 0.0, 10.5, 10.0]}
+    for text, fragment in (("7 1 2 3 4\n7 1 2 3 4\n", "boxes.txt:2: image id 7 appears twice"),
+                           ("0 1 2 3 4\n", "boxes.txt:1: expected '<image_id> <x> <y> <width> <height>'"),
+                           ("5 1 2 0 4\n", "boxes.txt:1: box needs x, y >= 0 and width, height > 0")):
+        sparse.write_text(text)
+        with pytest.raises(DataError, match=fragment):
+            read_box_file(sparse)
+    with pytest.raises(DataError, match="box file not found"):
+        read_box_file(scratch / "none.txt")

@@ -128,6 +128,28 @@ def _image_name(fields: list[str]) -> str:
     return fields[0]
 
 
+def read_box_file(path: str | Path) -> dict[int, list[float]]:
+    """Pixel xyxy boxes by image id from a file in bounding_boxes.txt's format (`<image_id> <x> <y> <width>
+    <height>`, original pixels). Unlike the release's own file, ids may be sparse (e.g. a detector's output
+    with some images left out) but must be unique; a bad line raises DataError naming `file:line`."""
+    path = Path(path)
+    fmt = FILES["bounding_boxes.txt"]
+    if not path.is_file():
+        raise DataError(f"box file not found: {path}; expected lines '{fmt}'")
+    out: dict[int, list[float]] = {}
+    for lineno, parts, raw in _lines(path, _Sink(strict=True)):
+        where = f"{path}:{lineno}"
+        if len(parts) != 5 or not parts[0].isdigit() or int(parts[0]) < 1:
+            raise DataError(f"{where}: expected '{fmt}' with a positive integer id, got {raw!r}")
+        if int(parts[0]) in out:
+            raise DataError(f"{where}: image id {parts[0]} appears twice; keep one box per image")
+        try:
+            out[int(parts[0])] = _box(parts[1:])
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc} in {raw!r}; expected '{fmt}'") from None
+    return out
+
+
 def parse_metadata(dataset_dir: Path, n_classes: int, strict: bool = True) -> tuple[CubMeta, list[str]]:
     """Parse and cross-check the five metadata files; (meta, problems). Strict mode raises the first problem."""
     sink = _Sink(strict)

@@ -23,7 +23,7 @@ from .images import SKIP_HINT, load_image
 from .info import DataInfo, build_info
 from .manifest import GENERATOR_VERSION, ROLES, Manifest, read_manifest, write_manifest
 from .samplers import DomainBalancedBatchSampler, SeededBatches, ShuffledBatchSampler
-from .transforms import EvalTransform, TrainTransform
+from .transforms import NAN_BOX, EvalTransform, TrainTransform
 from .verify_utils import find_bad_images
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,11 @@ class ManifestDataset(Dataset):
     """Rows of one role; items are dicts (see RetrievalDataModule for the keys)."""
 
     def __init__(self, rows: pd.DataFrame, image_root: Path, transform: EvalTransform | TrainTransform,
-                 info: DataInfo, crop_to_box: bool = False, paths: list[Path] | None = None) -> None:
+                 info: DataInfo, crop_to_box: bool = False, paths: list[Path] | None = None,
+                 originals: bool = False) -> None:
         self.image_root = image_root
         self.crop_to_box = crop_to_box
+        self.originals = originals  # items also carry the decoded image (see RetrievalDataModule)
         self.transform = transform
         self.relpaths = list(rows["relpath"])  # canonical (layout-independent) forms
         # the files as stored: equal to image_root / relpath except in layouts the adapter maps
@@ -60,6 +62,8 @@ class ManifestDataset(Dataset):
         inverted = set(info.inverted_domains)
         self.invert = [d in inverted for d in rows["domain"]]
         self.boxes = list(rows["box"]) if "box" in rows else [None] * len(rows)
+        ids = rows["image_id"] if "image_id" in rows else [None] * len(rows)
+        self.image_ids = [int(v) if str(v).strip().isdigit() else -1 for v in ids]  # CSV gives str, '' if none
         self.captions = list(rows["captions"]) if info.has_captions else None
         negs = rows["hard_negatives"] if "hard_negatives" in rows else [None] * len(rows)
         self.negatives = [list(n or []) for n in negs]
@@ -78,12 +82,15 @@ class ManifestDataset(Dataset):
         if self.crop_to_box and box is not None:  # e.g. CUB crop_bbox=True: the object fills the input
             img = img.crop(tuple(int(round(v)) for v in box))
             box = (0.0, 0.0, float(img.width), float(img.height))
-        if aug_seed is None or isinstance(self.transform, EvalTransform):
-            pixels, box = self.transform(img, box)
-        else:  # per-sample seed: augmentation independent of workers, identical after a resume
-            pixels, box = self.transform(img, box, generator=torch.Generator().manual_seed(aug_seed))
+        gen = None  # per-sample seed: augmentation independent of workers, identical after a resume
+        if aug_seed is not None and not isinstance(self.transform, EvalTransform):
+            gen = torch.Generator().manual_seed(aug_seed)
+        pixels, out_box, window = self.transform.with_window(img, box, generator=gen)
         item = {"pixels": pixels, "class_id": self.class_ids[i], "label": self.labels[i],
-                "domain_id": self.domain_ids[i], "index": i, "box": box}
+                "domain_id": self.domain_ids[i], "index": i, "box": out_box}
+        if self.originals:
+            item.update(image=img, window=window, image_id=self.image_ids[i],
+                        image_box=torch.tensor(box if box is not None else NAN_BOX, dtype=torch.float32))
         if self.captions is not None:
             caps = self.captions[i] or [""]
             item["caption"] = caps[0]
@@ -102,6 +109,11 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     if "caption" in items[0]:
         out["caption"] = [it["caption"] for it in items]
         out["negatives"] = [it["negatives"] for it in items]
+    if "image" in items[0]:
+        out["image"] = [it["image"] for it in items]  # PIL images of differing sizes
+        out["window"] = torch.stack([it["window"] for it in items])
+        out["image_box"] = torch.stack([it["image_box"] for it in items])
+        out["image_id"] = torch.tensor([it["image_id"] for it in items], dtype=torch.long)
     return out
 
 
@@ -111,7 +123,10 @@ class RetrievalDataModule(L.LightningDataModule):
     Batches are dicts: `pixels` (B,3,S,S), `class_id` (global), `label` (index into
     `info.train_class_ids`, -1 otherwise), `domain_id` (index into `info.train_domains`, -1 otherwise),
     `index` (row position within its role), `box` (B,4 normalised xyxy of the output, NaN if none),
-    plus `caption` / `negatives` for caption manifests.
+    plus `caption` / `negatives` for caption manifests. With `original_images`, training batches also
+    carry `image` (the decoded PIL images), `window` (B,5: the tensor's crop in image pixels as left, top,
+    width, height, flipped), `image_box` (B,4 pixel xyxy of the image, NaN if none) and `image_id`
+    (the manifest's, -1 if none), for methods that build views from the full-resolution image.
     """
 
     def __init__(self, dataset: str, root: str | Path, protocol: str | None = None, variant: str = "clean",
@@ -120,7 +135,7 @@ class RetrievalDataModule(L.LightningDataModule):
                  domain_balanced: bool = True, skip_bad_images: bool = False,
                  manifest_path: str | Path | None = None, cache_dir: str | Path | None = None,
                  max_train_samples: int | None = None, allow_listing_mismatch: bool = False,
-                 **protocol_options: Any) -> None:
+                 original_images: bool = False, **protocol_options: Any) -> None:
         super().__init__()
         if variant not in ("clean", "paper"):
             raise ConfigError(f"unknown variant '{variant}'; known variants: clean, paper")
@@ -138,6 +153,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.max_train_samples = max_train_samples
         self.allow_listing_mismatch = allow_listing_mismatch
+        self.original_images = original_images
         self.protocol_options = protocol_options
         self.skipped_images = 0
         self.info: DataInfo | None = None
@@ -218,7 +234,8 @@ class RetrievalDataModule(L.LightningDataModule):
         crop = bool((self.manifest.meta.get("options") or {}).get("crop_bbox", False))
         frame = self.role_frame(role)
         return ManifestDataset(frame, self.image_root, tf, info, crop_to_box=crop,
-                               paths=[self._path_of[r] for r in frame["relpath"]])
+                               paths=[self._path_of[r] for r in frame["relpath"]],
+                               originals=self.original_images and role == "train")
 
     # --- loaders ----------------------------------------------------------------------------------
     def _loader_kwargs(self) -> dict[str, Any]:

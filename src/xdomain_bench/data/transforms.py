@@ -60,6 +60,10 @@ def _map_box(box: Box, crop: tuple[float, float, float, float], flip: bool) -> t
     return torch.tensor((nx0, ny0, nx1, ny1), dtype=torch.float32)
 
 
+def _window(crop: Sequence[float], flip: bool) -> torch.Tensor:
+    return torch.tensor((*(float(v) for v in crop), float(flip)), dtype=torch.float32)
+
+
 class EvalTransform:
     """Resize the short side (to `resize_short_side or image_size`), centre crop, normalise."""
 
@@ -77,6 +81,11 @@ class EvalTransform:
 
     def __call__(self, img: Image.Image, box: Box = None,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.with_window(img, box, generator)[:2]
+
+    def with_window(self, img: Image.Image, box: Box = None, generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Also the output's window in input pixels: (left, top, width, height, flipped)."""
         w, h = img.size
         rw, rh = self.resized_size(w, h)
         img = img.resize((rw, rh), self.resample)
@@ -86,7 +95,7 @@ class EvalTransform:
         img = img.crop((left, top, left + s, top + s))
         sx, sy = rw / w, rh / h
         crop = (left / sx, top / sy, s / sx, s / sy)  # crop window in input-pixel coordinates
-        return to_tensor(img, self.pp.mean, self.pp.std), _map_box(box, crop, flip=False)
+        return to_tensor(img, self.pp.mean, self.pp.std), _map_box(box, crop, flip=False), _window(crop, False)
 
 
 class TrainTransform:
@@ -128,6 +137,11 @@ class TrainTransform:
 
     def __call__(self, img: Image.Image, box: Box = None,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.with_window(img, box, generator)[:2]
+
+    def with_window(self, img: Image.Image, box: Box = None, generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Also the output's window in input pixels: (left, top, width, height, flipped)."""
         w, h = img.size
         left, top, cw, ch = self.crop_params(w, h, generator)
         s = self.size
@@ -135,7 +149,8 @@ class TrainTransform:
         flip = bool(torch.rand(1, generator=generator).item() < self.flip_p)
         if flip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return to_tensor(img, self.pp.mean, self.pp.std), _map_box(box, (left, top, cw, ch), flip)
+        window = (left, top, cw, ch)
+        return to_tensor(img, self.pp.mean, self.pp.std), _map_box(box, window, flip), _window(window, flip)
 
 
 def build_transforms(preprocess: ImagePreprocess) -> tuple[TrainTransform, EvalTransform]:

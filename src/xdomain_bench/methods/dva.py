@@ -1,8 +1,9 @@
 """DVA: Dual-Vision Adaptation for fine-grained retrieval (METHODS.md §3; arXiv 2506.16273).
 
 Trainable: ICA bottleneck adapters in parallel to Q and K of every vision block (H9) and C×E class
-proxies initialised from the frozen class-prompt features. Training builds three views per image on the
-tensor batch (original x, object crop x_obj, background-masked x_bg), runs them in one batched pass
+proxies initialised from the frozen class-prompt features. Training builds three views per image (the
+loader's x, an object crop x_obj cut from the full-resolution image when the batch carries it, and the
+background-masked x_bg on the tensor), runs them in one batched pass
 (3B images), and minimises λ_x·L_proxy(x) + λ_obj·L_proxy(x_obj) + λ_bg·L_proxy(x_bg) + λ_kd·L_kd
 (+ λ_con·L_con). Inference: the plain view through the adapted encoder, no boxes; texts: frozen tower.
 """
@@ -16,14 +17,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.cub import read_box_file
 from ..errors import ConfigError
 from .adapters import adapter_stack
 from .attention_boxes import AttentionBoxCache
 from .base import RetrievalMethod, register_method
-from .dva_views import ViewAugment, augment_views, background_view, object_view, parse_aspect
+from .dva_views import (
+    ViewAugment,
+    augment_views,
+    background_view,
+    image_boxes_from_tensor,
+    object_view,
+    original_object_views,
+    parse_aspect,
+    tensor_boxes_from_image,
+)
 from .text import DEFAULT_TEMPLATE, frozen_class_features
 
-BOX_SOURCES = ("auto", "annotation", "attention")
+BOX_SOURCES = ("auto", "annotation", "attention", "file")
 
 
 def proxy_logits(feats: Tensor, proxies: Tensor, tau: float) -> Tensor:
@@ -58,6 +69,7 @@ def pairwise_loss(feats: Tensor, labels: Tensor, beta: float = 0.5) -> Tensor:
 @register_method("dva")
 class DVA(RetrievalMethod):
     uses_boxes = True
+    original_images = True  # training batches carry the decoded images: x_obj is cut at full resolution
     embedding_side = "image"  # ICA adapters in the image encoder; texts are the frozen ones
 
     def __init__(self, vlm, info, cfg: dict[str, Any]) -> None:
@@ -79,8 +91,13 @@ class DVA(RetrievalMethod):
         self.box_source = str(self.cfg.get("box_source", "auto"))
         if self.box_source not in BOX_SOURCES:
             raise ConfigError(f"unknown box_source '{self.box_source}'; use one of {', '.join(BOX_SOURCES)}")
-        if self.box_source == "annotation" and not info.has_boxes:
-            raise ConfigError(f"box_source: annotation, but {info.dataset} ships no boxes; use auto or attention")
+        self.box_file = self.cfg.get("box_file")
+        if self.box_file is not None and self.box_source != "file":
+            raise ConfigError(f"box_file is set but box_source is {self.box_source}; set box_source: file")
+        if self.box_source in ("annotation", "file") and not info.has_boxes and self.box_file is None:
+            raise ConfigError(f"box_source: {self.box_source}, but {info.dataset} ships no boxes "
+                              "(no bounding_boxes.txt); use auto or attention, or give box_file")
+        self.file_boxes = read_box_file(self.box_file) if self.box_file is not None else None
         self.box_cache = AttentionBoxCache(str(self.cfg.get("attention_box_cache", "none")),
                                            float(self.cfg.get("attention_box_share", 0.6)),
                                            float(self.cfg.get("box_enlarge", 1.1)))
@@ -96,7 +113,7 @@ class DVA(RetrievalMethod):
         self.lambdas = lam
         self.beta = float(self.cfg.get("con_margin", 0.5))
         self.notes.update(self.parameter_shares())
-        self.notes.update(box_source=self.box_source, boxes_annotation=0, boxes_attention=0)
+        self.notes.update(box_source=self.box_source, boxes_annotation=0, boxes_attention=0, object_view="none")
         if not info.single_domain:
             self.notes["domain_labels"] = "ignored"
 
@@ -139,15 +156,30 @@ class DVA(RetrievalMethod):
         return F.normalize(super().embed_texts(texts).float(), dim=-1)
 
     # --- boxes and views --------------------------------------------------------------------------
+    def _given_boxes(self, batch: dict[str, Any]) -> tuple[Tensor | None, Tensor | None]:
+        """The rows' own boxes: (normalised xyxy of the tensor, pixel xyxy of the image or None), from the
+        user's box_file by `image_id` or else from the batch (the dataset's bounding_boxes.txt)."""
+        if self.box_source == "attention":
+            return None, None
+        if self.file_boxes is not None:
+            ids = batch.get("image_id")
+            if ids is None or "window" not in batch or bool((ids < 0).all()):
+                raise ConfigError(f"box_file needs batches with image ids and images; {self.info.dataset} "
+                                  "manifests have no image_id (CUB's do)")
+            nan = [float("nan")] * 4
+            px = torch.tensor([self.file_boxes.get(int(i), nan) for i in ids.tolist()], dtype=torch.float32)
+            return tensor_boxes_from_image(px, batch["window"]), px
+        return batch.get("box"), batch.get("image_box")
+
     @torch.no_grad()
     def object_boxes(self, batch: dict[str, Any]) -> Tensor:
-        """Normalised xyxy (B, 4): the batch's dataset boxes where present (unless box_source is
-        `attention`), attention boxes of the frozen model for the other rows."""
+        """Normalised xyxy (B, 4) of the pixel tensor: the rows' own boxes where present (see
+        `_given_boxes`), attention boxes of the frozen model for the other rows."""
         pixels = batch["pixels"]
         b = pixels.shape[0]
-        given = batch.get("box")
+        given, _ = self._given_boxes(batch)
         boxes = torch.full((b, 4), float("nan"), device=pixels.device)
-        if self.box_source != "attention" and given is not None:
+        if given is not None:
             given = given.to(pixels.device, torch.float32)
             ok = torch.isfinite(given).all(dim=1) & (given[:, 2] > given[:, 0]) & (given[:, 3] > given[:, 1])
             boxes[ok] = given[ok]
@@ -162,6 +194,18 @@ class DVA(RetrievalMethod):
             self.notes["attention_box_cache"] = self.box_cache.state()
         return boxes
 
+    def image_boxes(self, batch: dict[str, Any], boxes: Tensor) -> Tensor:
+        """Pixel xyxy (B, 4) in the decoded images for the tensor boxes `object_boxes` chose: a row's own
+        pixel box as given, an attention box mapped back through the loader's crop window and flip."""
+        sizes = torch.tensor([im.size for im in batch["image"]], dtype=torch.float32)
+        out = image_boxes_from_tensor(boxes.cpu(), batch["window"].cpu(), sizes)
+        given, px = self._given_boxes(batch)
+        if given is not None and px is not None:
+            given = given.cpu().float()
+            ok = torch.isfinite(given).all(dim=1) & (given[:, 2] > given[:, 0]) & (given[:, 3] > given[:, 1])
+            out[ok] = px.cpu().float()[ok]
+        return out
+
     def views(self, batch: dict[str, Any]) -> tuple[Tensor, list[str]]:
         """The views the active loss terms need, stacked in one batch (x first), and their names."""
         pixels = batch["pixels"]
@@ -172,7 +216,7 @@ class DVA(RetrievalMethod):
         if need_obj or need_bg:
             boxes = self.object_boxes(batch)
             if need_obj:
-                parts.append(object_view(pixels, boxes, self.obj_aspect))
+                parts.append(self.object_views(batch, boxes))
                 names.append("obj")
             if need_bg:
                 parts.append(background_view(pixels, boxes))
@@ -180,6 +224,18 @@ class DVA(RetrievalMethod):
         views = torch.cat(parts)
         pp = self.vlm.preprocess
         return augment_views(views, self.view_augment, pp.mean, pp.std), names
+
+    def object_views(self, batch: dict[str, Any], boxes: Tensor) -> Tensor:
+        """x_obj cut from the full-resolution images when the batch has them, else from the tensor."""
+        pixels = batch["pixels"]
+        if "image" not in batch:
+            self.notes["object_view"] = "tensor crop (batch without images)"
+            return object_view(pixels, boxes, self.obj_aspect)
+        self.notes["object_view"] = "full-resolution crop"
+        pp = self.vlm.preprocess
+        views = original_object_views(batch["image"], self.image_boxes(batch, boxes), pixels.shape[-1],
+                                      self.obj_aspect, pp.interpolation, pp.mean, pp.std)
+        return views.to(pixels.device, pixels.dtype)
 
     # --- training ---------------------------------------------------------------------------------
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:

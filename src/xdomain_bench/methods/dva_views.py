@@ -1,7 +1,10 @@
 """DVA's input views, built on the normalised tensor batch (METHODS.md §3.3, step 2).
 
 - object view: the box widened to the target aspect (square by default) on its short side, shifted to
-  lie inside the image where possible, cropped at whole pixels and resized back with `F.interpolate`;
+  lie inside the image where possible, cropped at whole pixels from the decoded full-resolution image and
+  resized to the input size with the backbone's PIL filter (`original_object_views`; the tensor-only
+  `object_view`, which crops the resized tensor and upsamples it, is the fallback for batches without
+  images); boxes found on the tensor are mapped to image pixels through the loader's crop window;
 - background view: the original with the box region (pixel centres inside the box) set to zero, which
   is the normalisation mean colour;
 - per-view augmentation (`ViewAugment`): independent random crop + resize, horizontal flip, colour
@@ -21,8 +24,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
+from ..data.transforms import INTERPOLATIONS, to_tensor
 from ..errors import ConfigError
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -47,7 +52,10 @@ def object_crop_windows(boxes: Tensor, height: int, width: int, aspect: float = 
     one about the box centre; the window is then shifted inside the image, and clipped only if it is
     larger than the image."""
     b = boxes.float()
-    x0, y0, x1, y1 = b[:, 0] * width, b[:, 1] * height, b[:, 2] * width, b[:, 3] * height
+    return _crop_windows(b[:, 0] * width, b[:, 1] * height, b[:, 2] * width, b[:, 3] * height, height, width, aspect)
+
+
+def _crop_windows(x0: Tensor, y0: Tensor, x1: Tensor, y1: Tensor, height: int, width: int, aspect: float) -> Tensor:
     bw, bh = (x1 - x0).clamp_min(1.0), (y1 - y0).clamp_min(1.0)
     ww = torch.maximum(bw, bh * aspect).clamp(max=width)
     wh = torch.maximum(bh, ww / aspect).clamp(max=height)
@@ -79,6 +87,49 @@ def object_view(pixels: Tensor, boxes: Tensor, aspect: float = 1.0, mode: str = 
     """x_obj: the (aspect-widened) box cropped and resized to the input size."""
     h, w = pixels.shape[-2:]
     return crop_resize(pixels, object_crop_windows(boxes, h, w, aspect), mode)
+
+
+def image_boxes_from_tensor(boxes: Tensor, windows: Tensor, sizes: Tensor) -> Tensor:
+    """Normalised xyxy boxes of the pixel tensor -> pixel xyxy of the image it was cut from, clipped to it.
+
+    `windows` (B, 5): the tensor's crop in image pixels (left, top, width, height, flipped); `sizes` (B, 2):
+    image (width, height)."""
+    b, w = boxes.float(), windows.to(boxes.device, torch.float32)
+    x0 = torch.where(w[:, 4] > 0, 1 - b[:, 2], b[:, 0])  # undo the flip first
+    x1 = torch.where(w[:, 4] > 0, 1 - b[:, 0], b[:, 2])
+    xs = torch.stack([x0, x1], 1) * w[:, 2:3] + w[:, 0:1]
+    ys = b[:, 1::2] * w[:, 3:4] + w[:, 1:2]
+    size = sizes.to(boxes.device, torch.float32)
+    xs = torch.minimum(xs.clamp_min(0.0), size[:, 0:1])
+    ys = torch.minimum(ys.clamp_min(0.0), size[:, 1:2])
+    return torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1)
+
+
+def tensor_boxes_from_image(boxes: Tensor, windows: Tensor) -> Tensor:
+    """Pixel xyxy boxes of the image -> normalised xyxy of the tensor cut from it (clipped; NaN when the
+    box lies outside the crop or is NaN)."""
+    b, w = boxes.float(), windows.to(boxes.device, torch.float32)
+    xs = ((b[:, 0::2] - w[:, 0:1]) / w[:, 2:3]).clamp(0.0, 1.0)
+    ys = ((b[:, 1::2] - w[:, 1:2]) / w[:, 3:4]).clamp(0.0, 1.0)
+    flip = w[:, 4:5] > 0
+    xs = torch.where(flip, 1 - xs.flip(1), xs)
+    out = torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1)
+    empty = ~((out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1]))  # also true for NaN
+    return out.masked_fill(empty[:, None], float("nan"))
+
+
+def original_object_views(images: Sequence[Image.Image], boxes: Tensor, size: int, aspect: float,
+                          interpolation: str, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """x_obj from the decoded images: each pixel box (xyxy) widened as `object_crop_windows` does, cropped
+    at whole pixels from the full-resolution image and resized to size×size with the backbone's filter;
+    normalised (B, 3, size, size)."""
+    resample = INTERPOLATIONS[interpolation]
+    out = []
+    for img, box in zip(images, boxes.detach().float().cpu()):
+        x0, y0, x1, y1 = box.view(4, 1)
+        win = _crop_windows(x0, y0, x1, y1, img.height, img.width, aspect)[0].tolist()
+        out.append(to_tensor(img.crop(tuple(win)).resize((size, size), resample), mean, std))
+    return torch.stack(out) if out else torch.zeros(0, 3, size, size)
 
 
 def box_mask(boxes: Tensor, height: int, width: int) -> Tensor:

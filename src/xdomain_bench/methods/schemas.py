@@ -141,6 +141,7 @@ class DVA(Training):
     templates: Annotated[list[str], Field(min_length=1)]
     freeze_proxies: StrictBool
     box_source: Literal[BOX_SOURCES]  # type: ignore[valid-type]
+    box_file: Annotated[str, Field(min_length=1)] | None
     attention_box_share: Annotated[float, Field(gt=0, le=1)]
     box_enlarge: PosFloat
     attention_box_cache: Literal[CACHE_MODES]  # type: ignore[valid-type]

@@ -202,6 +202,7 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
         dm = RetrievalDataModule(cell.dataset, data_root, cell.protocol, cell.variant, cell.holdout,
                                  preprocess=vlm.preprocess, batch_size=int(cfg.get("batch_size", 32)),
                                  eval_batch_size=int(cfg.get("eval_batch_size", 128)), num_workers=num_workers,
+                                 original_images=bool(getattr(method_cls, "original_images", False)),
                                  seed=cell.seed, **data_options)
         dm.setup()
         budget = plan_budget(method_cls, cfg, cell, len(dm.role_frame("train")))
