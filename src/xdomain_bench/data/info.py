@@ -31,6 +31,7 @@ class DataInfo:
     selection_metric: str
     inverted_domains: tuple[str, ...]
     notes: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, str] = field(default_factory=dict)  # a paper profile's upstream similarity / tie_mode
 
     @property
     def num_train_classes(self) -> int:
@@ -69,6 +70,10 @@ def build_info(adapter: DatasetAdapter, manifest: Manifest, protocol: str, varia
     has_captions = "captions" in rows and any(bool(c) for c in rows["captions"])
     all_notes = dict(manifest.meta.get("notes", {}))
     all_notes.update(notes or {})
+    evaluation = profile_evaluation(adapter, manifest.meta.get("paper_profile"))
+    if evaluation:
+        all_notes["evaluation"] = (f"paper profile '{manifest.meta['paper_profile']}' scores as its upstream code: "
+                                   + ", ".join(f"{k}={v}" for k, v in sorted(evaluation.items())))
     return DataInfo(
         dataset=adapter.name,
         protocol=protocol,
@@ -86,4 +91,12 @@ def build_info(adapter: DatasetAdapter, manifest: Manifest, protocol: str, varia
         selection_metric=proto.selection_metric,
         inverted_domains=tuple(sorted(adapter.inverted_domains(variant))),
         notes=all_notes,
+        evaluation=evaluation,
     )
+
+
+def profile_evaluation(adapter: DatasetAdapter, profile: str | None) -> dict[str, str]:
+    """The card's `paper_profiles.<profile>.evaluation` (similarity / tie_mode of the upstream code), or {}."""
+    if not profile:
+        return {}
+    return dict(((adapter.card.get("paper_profiles") or {}).get(profile) or {}).get("evaluation") or {})

@@ -35,12 +35,19 @@ def embed_texts(method: RetrievalMethod, texts: list[str], batch_size: int = 256
     return torch.cat(parts) if parts else torch.zeros(0, method.vlm.sizes.embed_dim)
 
 
+def scoring(method: RetrievalMethod) -> dict[str, str]:
+    """How class retrieval scores and breaks ties: the method's similarity and the stable rule, unless the data
+    (a paper profile reproducing an upstream evaluation, `DataInfo.evaluation`) names its own."""
+    upstream = getattr(method.info, "evaluation", None) or {}
+    return {"similarity": upstream.get("similarity", method.similarity), "tie_mode": upstream.get("tie_mode", "stable")}
+
+
 def class_metrics(query: Tensor, q_labels: Tensor, gallery: Tensor, g_labels: Tensor, metrics: Iterable[str],
-                  same_set: bool, distance: str) -> dict[str, float]:
+                  same_set: bool, similarity: str, tie_mode: str = "stable") -> dict[str, float]:
     from ..eval.engine import evaluate_class_retrieval
 
     return evaluate_class_retrieval(query, q_labels, gallery, g_labels, list(metrics), same_set=same_set,
-                                    distance=distance)
+                                    similarity=similarity, tie_mode=tie_mode)
 
 
 def itr_metrics(images: Tensor, captions: list[list[str]], text_emb: Tensor, dedupe: bool) -> dict[str, float]:
@@ -70,5 +77,5 @@ def selection_score(method: RetrievalMethod, store: dict[str, list]) -> float:
         return float(itr_metrics(query, captions, text, dedupe=True).get(info.selection_metric, 0.0))
     gallery, g_lab, _ = cat("val_gallery")
     same = info.same_set and query.shape == gallery.shape and bool(torch.equal(q_lab, g_lab))
-    return float(class_metrics(query, q_lab, gallery, g_lab, [info.selection_metric], same, method.similarity)
+    return float(class_metrics(query, q_lab, gallery, g_lab, [info.selection_metric], same, **scoring(method))
                  [info.selection_metric])
