@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
-from .inputs import check_choice
+from .inputs import as_matrix, check_choice
 
 SIMILARITIES = ("cosine", "neg_sq_euclidean", "exp_neg_euclidean")
 DISTANCES = ("cosine", "l2")  # the older `distance` option; each names one similarity
@@ -106,8 +106,9 @@ def score_blocks(q: torch.Tensor, g: torch.Tensor, similarity: str) -> ScoreBloc
     return euclidean
 
 
-def similarity_matrix(q: torch.Tensor, g: torch.Tensor, similarity: str) -> torch.Tensor:
-    """The full (Nq, Ng) score matrix the engine ranks by (for checks and small problems)."""
+def similarity_matrix(q: torch.Tensor | np.ndarray, g: torch.Tensor | np.ndarray, similarity: str) -> torch.Tensor:
+    """The full (Nq, Ng) score matrix the engine ranks by, for float32 embeddings (checks, small problems)."""
     name = resolve_similarity(similarity)
+    q, g = as_matrix(q, "query embeddings"), as_matrix(g, "gallery embeddings")
     out = torch.empty(q.shape[0], g.shape[0], dtype=score_dtype(name), device=q.device)
     return score_blocks(q, g, name)(0, q.shape[0], out)
