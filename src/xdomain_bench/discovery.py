@@ -20,9 +20,9 @@ BACKBONE_HELP = {  # backend -> (spec forms, description)
 }
 
 METRICS = (  # form, definition: the ranking metrics of eval.metrics, then the image-text ones of eval.itr
-    ("Prec@k", "precision at k: relevant items in the top k over min(k, relevant items)"),
-    ("mAP@k", "average precision over the top k, normalised by min(k, relevant items) (form A; :B and :C vary it)"),
-    ("mAP@k:B", "AP@k normalised by the relevant items found in the top k"),
+    ("Prec@k", "precision at k: relevant items in the top k over min(k, gallery size)"),
+    ("mAP@k", "average precision over the top k, normalised by the relevant items found there (form A)"),
+    ("mAP@k:B", "AP@k normalised by min(k, relevant items)"),
     ("mAP@k:C", "AP@k normalised by all relevant items"),
     ("mAP@all", "average precision over the whole ranking"),
     ("R@K", "Recall@K of metric learning: share of queries with a relevant item in the top K"),

@@ -113,7 +113,7 @@ def test_a_method_variant_the_card_lacks_fails_at_load(tmp_path):
 
 def test_only_filters_cells(tmp_path):
     suite = load_suite(write(tmp_path, SUITE))
-    only = parse_only("method=dcar,dataset=domainnet,gallery=mixed+unseen,holdout=sketch")
+    only = parse_only("method=dcar,dataset=domainnet,gallery=mixed,unseen,holdout=sketch")
     assert only == {"method": ["dcar"], "dataset": ["domainnet"], "gallery": ["mixed", "unseen"], "holdout": ["sketch"]}
     cells = expand_suite(suite, only=only)
     want = [f for f in expected_cells() if f[0] == "dcar" and f[1] == "domainnet" and f[4] == "sketch"]
