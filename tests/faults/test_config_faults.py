@@ -19,15 +19,15 @@ SUITE = ["run", "--suite", "{suite}", "--data-root", "{root}", "--out", "{out}"]
 
 CASES = [
     # (id, arguments, suite text or None, fragment)
-    ("set-mapping-typo", [*CELL, "--set", "optimizer={lrr: 0.5}"], None,
+    ("set-mapping-typo", [*CELL, "--set", "method.optimizer={lrr: 0.5}"], None,
      "unknown option 'optimizer.lrr' for method 'coop' (from --set); valid keys under optimizer: betas, lr,"),
-    ("set-dotted-typo", [*CELL, "--set", "optimizer.lrr=0.5"], None, "unknown option 'optimizer.lrr'"),
-    ("set-not-a-number", [*CELL, "--set", "batch_size=abc"], None, "bad value for 'batch_size' of method 'coop'"),
-    ("set-lr-not-a-number", [*CELL, "--set", "optimizer={lr: fast}"], None, "'optimizer.lr'"),
-    ("set-lr-zero", [*CELL, "--set", "optimizer.lr=0"], None, "greater than 0"),
-    ("set-batch-zero", [*CELL, "--set", "batch_size=0"], None, "greater than or equal to 1"),
-    ("set-dead-key", [*CELL, "--set", "max_epochs=3"], None, "unknown option 'max_epochs'"),
-    ("set-unknown-part", [*CELL[:2], "ucdr_adapter", *CELL[3:], "--set", "phases.phase1.trains=[tpgx]"], None,
+    ("set-dotted-typo", [*CELL, "--set", "method.optimizer.lrr=0.5"], None, "unknown option 'optimizer.lrr'"),
+    ("set-not-a-number", [*CELL, "--set", "method.batch_size=abc"], None, "bad value for 'batch_size' of method 'coop'"),
+    ("set-lr-not-a-number", [*CELL, "--set", "method.optimizer={lr: fast}"], None, "'optimizer.lr'"),
+    ("set-lr-zero", [*CELL, "--set", "method.optimizer.lr=0"], None, "greater than 0"),
+    ("set-batch-zero", [*CELL, "--set", "method.batch_size=0"], None, "greater than or equal to 1"),
+    ("set-dead-key", [*CELL, "--set", "method.max_epochs=3"], None, "unknown option 'max_epochs'"),
+    ("set-unknown-part", [*CELL[:2], "ucdr_adapter", *CELL[3:], "--set", "method.phases.phase1.trains=[tpgx]"], None,
      "'phases.phase1.trains.0'"),
     ("max-steps-negative", [*CELL, "--max-steps", "-5"], None, "--max-steps must be >= 1, got -5"),
     ("max-steps-zero", [*CELL, "--max-steps", "0"], None, "--max-steps must be >= 1"),
@@ -44,7 +44,7 @@ CASES = [
     ("suite-unknown-method-option", SUITE, SMOKE.replace("method: {batch_size: 8}", "method: {batch_sise: 8}"),
      "unknown option 'batch_sise' for method"),
     ("suite-unknown-key", SUITE, SMOKE + "epochs: 3\n", "unknown option 'epochs' for suite"),
-    ("suite-set", [*SUITE, "--set", "batch_size=8"], SMOKE, "--set applies to one cell"),
+    ("suite-set", [*SUITE, "--set", "method.batch_size=8"], SMOKE, "--set applies to one cell"),
 ]
 
 
@@ -76,6 +76,6 @@ def test_the_same_cell_with_a_fixed_option_passes_the_check(tmp_path, monkeypatc
     because this test gives no data root)."""
     monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
     rc = main([fill(a, root=tmp_path / "no-data", out=tmp_path / "out") for a in CELL]
-              + ["--set", "optimizer.lr=1e-3", "--max-steps", "2"])
+              + ["--set", "method.optimizer.lr=1e-3", "--max-steps", "2"])
     err = capsys.readouterr().err
     assert rc == 2 and "optimizer" not in err and str(Path(tmp_path / "no-data")) in err

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow  # about ten short fits in fresh interpreters
 # 16 steps, 8 per phase at batch 8: phase 1 (no validation) saves a resume point every 2 steps, phase 2 after
 # each validation (every 2 steps).
 UCDR = ["run", "--method", "ucdr_adapter", "--dataset", "domainnet", "--max-steps", "16", "--no-progress",
-        "--set", "phases.phase1.batch_size=8", "--set", "phases.phase2.batch_size=8",
-        "--set", "phases.phase1.step_fraction=0.5", "--set", "phases.phase2.step_fraction=0.5"]
+        "--set", "method.phases.phase1.batch_size=8", "--set", "method.phases.phase2.batch_size=8",
+        "--set", "method.phases.phase1.step_fraction=0.5", "--set", "method.phases.phase2.step_fraction=0.5"]
 UCDR_CELL = Cell(method="ucdr_adapter", dataset="domainnet", protocol="ucdr", budget="steps:16",
                  method_overrides={"phases": {"phase1": {"batch_size": 8, "step_fraction": 0.5},
                                               "phase2": {"batch_size": 8, "step_fraction": 0.5}}})

@@ -40,8 +40,8 @@ def test_linear_probe_two_processes_match_one(synth_all, tmp_path, xbench_subpro
     that query's value by at most 1, the mean by at most 1 / n_query. That one query's worth is the tolerance:
     a real DDP fault (a rank's batch lost, gradients summed instead of averaged) moves many queries."""
     common = ["--method", "linear_probe", "--max-steps", "2", "--set", "data.augment=false"]
-    one = _run(xbench_subprocess, synth_all, tmp_path / "one", *common, "--set", "batch_size=8")
-    two = _run(xbench_subprocess, synth_all, tmp_path / "two", *common, "--set", "batch_size=4", "--devices", "2")
+    one = _run(xbench_subprocess, synth_all, tmp_path / "one", *common, "--set", "method.batch_size=8")
+    two = _run(xbench_subprocess, synth_all, tmp_path / "two", *common, "--set", "method.batch_size=4", "--devices", "2")
     for rec in (one, two):
         assert rec["status"] == "ok" and rec["training"]["phases"][0]["steps"] == 2
         _counts_match_manifest(rec)

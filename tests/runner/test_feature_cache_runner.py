@@ -123,7 +123,7 @@ def test_a_crashed_cached_cell_resumes_to_the_same_weights(synth_all, tmp_path, 
     ref = _run(cell, synth_all, tmp_path / "ref")
     out = tmp_path / "crash"
     crashed = xbench_subprocess(["run", "--method", "dalsclip", "--dataset", "domainnet", "--max-steps", "6",
-                                 "--set", "batch_size=8", "--no-progress", "--data-root", synth_all, "--out", out],
+                                 "--set", "method.batch_size=8", "--no-progress", "--data-root", synth_all, "--out", out],
                                 env={"XBENCH_CRASH_AFTER_STEPS": "4"})
     assert crashed.returncode == -9  # SIGKILL (the crash hook), so no record and nothing saved on the way out
     phase_dir = out / "checkpoints" / cell.slug() / "main"

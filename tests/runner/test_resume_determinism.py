@@ -13,7 +13,7 @@ from xdomain_bench.runner.records import Cell
 
 pytestmark = pytest.mark.slow  # three 12-step fits and a fresh interpreter, ~30 s on 2 cores
 
-ARGS = ["run", "--method", "coop", "--dataset", "sketchy", "--max-steps", "12", "--set", "batch_size=8",
+ARGS = ["run", "--method", "coop", "--dataset", "sketchy", "--max-steps", "12", "--set", "method.batch_size=8",
         "--no-progress"]
 CELL = Cell(method="coop", dataset="sketchy", protocol="uccdr_eccv21", budget="steps:12",
             method_overrides={"batch_size": 8})

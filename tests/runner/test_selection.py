@@ -65,7 +65,7 @@ def test_fit_reads_no_test_sample_and_the_record_names_the_selection_split(metho
 
 def _cell_args(root, out, *extra):
     return ["run", "--method", "linear_probe", "--dataset", "sketchy", "--data-root", str(root), "--out", str(out),
-            "--max-steps", "2", "--set", "batch_size=8", "--set", "val_checks=1", "--no-progress", *extra]
+            "--max-steps", "2", "--set", "method.batch_size=8", "--set", "method.val_checks=1", "--no-progress", *extra]
 
 
 def _record(out) -> dict:

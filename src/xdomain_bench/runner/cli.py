@@ -72,12 +72,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "the main process)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="run the frozen image encoder every step even for cacheable methods (H14 cache off)")
+    p.add_argument("--per-query-top-k", type=int, default=100, metavar="K",
+                   help="save each query's top gallery items (up to the largest metric cut-off, at most K), AP "
+                   "and relevant count beside its record, for `xbench report` (default %(default)s; 0: save none, "
+                   "e.g. for huge galleries)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output folder (records, checkpoints)")
     p.add_argument("--dry-run", action="store_true",
                    help="resolve every cell's config and budget from the real training-set sizes; train nothing, "
                    "write nothing under --out")
     p.add_argument("--json", action="store_true", help="with --dry-run: print a JSON list, one object per cell")
+    from .launch import add_launch_args
+
+    add_launch_args(p)  # --launcher, --jobs, --shard, --num-nodes, --slurm-*
     p.set_defaults(func=run_command)
 
 
@@ -99,10 +106,16 @@ def _dry_run(cells: list, args: argparse.Namespace) -> int:
 
 
 def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from .launch import check_launch
+
     _check_devices(args.devices, args.strategy)
+    check_launch(args)
+    if args.per_query_top_k < 0:
+        raise ConfigError(f"--per-query-top-k must be >= 0 (0 saves no per-query results), got {args.per_query_top_k}")
     return dict(allow_download=args.allow_download, accelerator=args.accelerator, precision=args.precision,
                 num_workers=args.num_workers, progress=not args.no_progress, devices=args.devices,
-                strategy=args.strategy, feature_cache=not args.no_feature_cache)
+                strategy=args.strategy, feature_cache=not args.no_feature_cache, num_nodes=args.num_nodes,
+                per_query_top_k=args.per_query_top_k)
 
 
 def _check_devices(devices: int, strategy: str) -> None:
@@ -116,8 +129,8 @@ def _check_devices(devices: int, strategy: str) -> None:
 
 
 def suite_command(args: argparse.Namespace) -> int:
+    from .launch import launch_suite
     from .suite import expand_suite, load_suite, parse_only
-    from .suite_run import run_suite
 
     if args.overrides:
         raise ConfigError("--set applies to one cell; in a suite, put method options in its overrides: "
@@ -134,7 +147,7 @@ def suite_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(cells, args)
     preflight(cells, args.data_root, args.out, args.allow_download)
-    summary = run_suite(cells, args.data_root, args.out, **kwargs)
+    summary = launch_suite(cells, args, kwargs)
     return 0 if summary["failed"] == 0 else 1
 
 
@@ -153,6 +166,7 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 def cell_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from .ddp import launch_ranks
     from .execute import run_cell
     from .records import Cell
 
@@ -174,14 +188,16 @@ def cell_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     overrides = parse_pairs(sets["method"], "--set method.")
     resolve_config(args.method, args.method_variant, args.dataset, layers=[("--set", overrides)])  # fail before work
+    budget = budget_label(args) or "paper"
     kwargs = None if args.dry_run else _run_kwargs(args)
-    backbone = args.backbone or default_backbone([args.dataset], args.data_root)
+    backbone = args.backbone or default_backbone([args.dataset], args.data_root)  # after every option is checked
     cell = Cell(method=args.method, dataset=args.dataset, protocol=protocol, variant=args.variant,
                 holdout=args.holdout, seed=args.seed, backbone=backbone, method_variant=args.method_variant,
-                budget=budget_label(args) or "paper", data_options=data_options, method_overrides=overrides)
+                budget=budget, data_options=data_options, method_overrides=overrides)
     if args.dry_run:
         return _dry_run([cell], args)
     preflight([cell], args.data_root, args.out, args.allow_download)
+    launch_ranks(args.accelerator, args.devices, args.num_nodes)  # the other DDP ranks start here
     record = run_cell(cell, args.data_root, args.out, raise_errors=True, **kwargs)
     if record["status"] == "worker":  # a DDP rank > 0: rank 0 reports
         return 0
