@@ -74,7 +74,14 @@ class EvalTransform:
         self.resample = _interpolation(preprocess.interpolation)
 
     def resized_size(self, w: int, h: int) -> tuple[int, int]:
-        """Size after the short-side resize (long side truncated, as torchvision does)."""
+        """Size after the short-side resize (long side truncated, as torchvision does); the preprocessing's
+        "squash" mode resizes both sides to image_size, "longest" the long side (the crop then pads)."""
+        mode = getattr(self.pp, "resize_mode", "shortest")
+        if mode == "squash":
+            return self.size, self.size
+        if mode == "longest":
+            scale = self.size / max(w, h)
+            return max(1, int(w * scale)), max(1, int(h * scale))
         if w <= h:
             return self.short, int(self.short * h / w)
         return int(self.short * w / h), self.short

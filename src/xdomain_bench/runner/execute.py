@@ -207,7 +207,7 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
         dm.setup()
         budget = plan_budget(method_cls, cfg, cell, len(dm.role_frame("train")))
         record["budget"] = budget
-        reason = method_cls.unsupported_reason(dm.info)
+        reason = method_cls.unsupported_reason(dm.info) or vlm.unsupported_reason(cell.method)
         if reason:
             record.update(status="n/a", reason=reason, method_config=cfg, backbone=vlm.describe(),
                           manifest=_manifest_summary(dm))

@@ -1,6 +1,6 @@
 """The shared frozen-VLM interface and its backends."""
 
-from . import demo_clip, hf_clip  # noqa: E402,F401  (register the demo-clip and hf-clip backends)
+from . import demo_clip, hf_clip, open_clip_backend, siglip  # noqa: E402,F401  (register the backends)
 from .backends import load_backbone
 from .frozen import FrozenVLM, ImageOutput, TextOutput, TokenBatch
 from .sizes import VLMSizes

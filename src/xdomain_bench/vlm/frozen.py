@@ -48,7 +48,8 @@ class TextOutput:
 class FrozenVLM(nn.Module):
     """A frozen CLIP. `clip` is a transformers CLIPModel (or one with the same submodule names)."""
 
-    def __init__(self, clip: nn.Module, tokenizer: Any, preprocess: ImagePreprocess, spec: dict[str, Any]) -> None:
+    def __init__(self, clip: nn.Module, tokenizer: Any, preprocess: ImagePreprocess, spec: dict[str, Any],
+                 embed_dim: int | None = None) -> None:
         super().__init__()
         self.clip = clip
         self.tokenizer = tokenizer
@@ -58,7 +59,8 @@ class FrozenVLM(nn.Module):
         self.text = clip.text_model
         vc, tc = clip.config.vision_config, clip.config.text_config
         self.sizes = VLMSizes(
-            vision_width=vc.hidden_size, text_width=tc.hidden_size, embed_dim=clip.config.projection_dim,
+            vision_width=vc.hidden_size, text_width=tc.hidden_size,
+            embed_dim=embed_dim if embed_dim is not None else clip.config.projection_dim,
             vision_layers=vc.num_hidden_layers, text_layers=tc.num_hidden_layers,
             vision_heads=vc.num_attention_heads, text_heads=tc.num_attention_heads,
             patch_size=vc.patch_size, image_size=vc.image_size, context_length=tc.max_position_embeddings,
@@ -78,6 +80,10 @@ class FrozenVLM(nn.Module):
     def train(self, mode: bool = True) -> FrozenVLM:
         """The backbone stays in eval mode (dropout off) whatever the method does."""
         return super().train(False)
+
+    def unsupported_reason(self, method: str) -> str | None:
+        """Why `method` cannot run on this backbone (its cell is then n/a with the reason), or None."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {**self.spec, "sizes": self.sizes.to_dict(), "preprocess": self.preprocess.to_dict()}
@@ -169,6 +175,28 @@ class FrozenVLM(nn.Module):
             raise ConfigError(f"placeholder {word!r} is not a single token for this tokenizer")
         return int(inner[0])
 
+    def placeholder_slots(self, ids: Tensor, m: int) -> Tensor:
+        """(N, L) bool mask of the placeholder tokens; every text must hold exactly m of them."""
+        slots = ids == self.placeholder_id
+        counts = slots.sum(dim=1)
+        if not bool((counts == m).all()):
+            raise ConfigError(f"every text needs exactly {m} '{PLACEHOLDER}' placeholders; found {counts.tolist()}")
+        return slots
+
+    def text_inputs(self, ids: Tensor, context: Tensor | None, deep_context: Tensor | None,
+                    token_weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Token embeddings with the context at the placeholders (H6), weights (H8) and positions added, and the
+        placeholder mask (None without context)."""
+        x = self.text.embeddings.token_embedding(ids)
+        slots = None
+        if context is not None or deep_context is not None:
+            slots = self.placeholder_slots(ids, (context if context is not None else deep_context).shape[-2])
+        if context is not None:
+            x = overwrite_slots(x, slots, context)
+        if token_weights is not None:
+            x = x * token_weights.to(x.dtype).unsqueeze(-1)
+        return x + self.text.embeddings.position_embedding.weight[:x.shape[1]].unsqueeze(0), slots
+
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         """Tokenise, truncating so that EOT survives within the context length; pad to the longest."""
         if isinstance(texts, str):
@@ -202,20 +230,8 @@ class FrozenVLM(nn.Module):
             length = int(tokens.eot.max()) + 1
             tokens = TokenBatch(tokens.ids[:, :length], tokens.eot)
             token_weights = token_weights[:, :length] if token_weights is not None else None
-        x = self.text.embeddings.token_embedding(tokens.ids)
-        slots = None
-        if context is not None or deep_context is not None:
-            slots = tokens.ids == self.placeholder_id
-            counts = slots.sum(dim=1)
-            m = (context if context is not None else deep_context).shape[-2]
-            if not bool((counts == m).all()):
-                raise ConfigError(f"every text needs exactly {m} '{PLACEHOLDER}' placeholders; found {counts.tolist()}")
-        if context is not None:
-            x = overwrite_slots(x, slots, context)
-        if token_weights is not None:
-            x = x * token_weights.to(x.dtype).unsqueeze(-1)
+        x, slots = self.text_inputs(tokens.ids, context, deep_context, token_weights)
         length = x.shape[1]
-        x = x + self.text.embeddings.position_embedding.weight[:length].unsqueeze(0)
         proj = (lambda t: t @ proj_t.to(t.dtype)) if proj_t is not None else self.clip.text_projection
         if pooled_only:  # the last block at EOT only: (N, T)
             pooled, _ = run_layers(self.text.encoder.layers, x, causal=True, slots=slots, deep=deep_context,
@@ -242,10 +258,7 @@ class FrozenVLM(nn.Module):
         tokens = tokens.to(device)
         ids, eot = tokens.ids, tokens.eot
         g, m = contexts.shape[0], contexts.shape[-2]
-        slots = ids == self.placeholder_id
-        counts = slots.sum(dim=1)
-        if not bool((counts == m).all()):
-            raise ConfigError(f"every text needs exactly {m} '{PLACEHOLDER}' placeholders; found {counts.tolist()}")
+        slots = self.placeholder_slots(ids, m)
         shared = int((ids == ids[:1]).all(dim=0).int().cumprod(dim=0).sum())
         p = min(shared, int(eot.min()))
         if m == 0 or int(slots[0].nonzero().max()) >= p:

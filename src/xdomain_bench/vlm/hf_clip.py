@@ -8,6 +8,7 @@ is then read from that one folder, exactly as for a local directory.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -106,6 +107,16 @@ def resolve_hub_snapshot(repo_id: str, allow_download: bool) -> Path:
     return folder
 
 
+def config_model_type(root: Path) -> str:
+    """`model_type` of a checkpoint folder's config.json."""
+    try:
+        cfg = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BackboneError(f"{root / 'config.json'}: not valid JSON ({exc}); re-save or re-download the "
+                            "checkpoint") from None
+    return str(cfg.get("model_type", "")) if isinstance(cfg, dict) else ""
+
+
 def _from_pretrained(cls, source: Path):
     try:
         return cls.from_pretrained(source, local_files_only=True, dtype=torch.float32)
@@ -128,6 +139,13 @@ def hf_clip(arg: str, allow_download: bool = False) -> FrozenVLM:
         root = resolve_hub_snapshot(arg, allow_download)
         check_checkpoint_dir(root, what=f"the cached snapshot of '{arg}'")
         spec.update(source=arg, snapshot=str(root), revision=root.name)
+    model_type = config_model_type(root)
+    if model_type in ("siglip", "siglip2"):
+        raise BackboneError(f"{root} holds a SigLIP model ('{model_type}'), not a CLIPModel; load it with "
+                            f"hf-siglip:{arg}")
+    if model_type != "clip":
+        raise BackboneError(f"{root} holds a '{model_type}' model, not a CLIPModel (model_type 'clip'); hf-clip "
+                            "loads transformers CLIP checkpoints only (`xbench backbones` lists the other backends)")
     try:
         model = _from_pretrained(CLIPModel, root).eval()
         tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True)

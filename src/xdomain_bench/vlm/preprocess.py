@@ -15,6 +15,8 @@ class ImagePreprocess:
     std: tuple[float, float, float] = CLIP_STD
     interpolation: str = "bicubic"
     resize_short_side: int | None = None  # defaults to image_size
+    # eval resize: "shortest" (short side, centre crop), "longest" (long side, centre pad), "squash" (both sides)
+    resize_mode: str = "shortest"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -90,8 +90,17 @@ def build_clip_tokenizer(extra_texts: Iterable[str] = (), model_max_length: int 
     """A CLIPTokenizer whose BPE merges (trained on BASE_WORDS + extra_texts) spell each listed word as one token.
 
     The vocabulary is a pure function of the word list (same ids on every run and machine)."""
-    byte_chars = list(_bytes_to_unicode().values())
-    merges = train_merges(_words(list(BASE_WORDS) + list(extra_texts)))
+    return clip_tokenizer_from_merges(train_merges(_words(list(BASE_WORDS) + list(extra_texts))), model_max_length)
+
+
+def clip_tokenizer_from_merges(merges: list[tuple[str, str]], model_max_length: int = 77,
+                               printable_first: bool = False) -> CLIPTokenizer:
+    """CLIP's vocabulary layout from a merge list: bytes, bytes + `</w>`, one token per merge, then SOT and EOT.
+    OpenAI's released BPE file gives its 49,408-token vocabulary this way with `printable_first` (byte symbols
+    ordered printable bytes first, as OpenAI's tokenizer lists them); our seeded vocabularies keep byte order."""
+    mapping = _bytes_to_unicode()
+    order = sorted(mapping, key=lambda b: mapping[b] >= chr(256)) if printable_first else sorted(mapping)
+    byte_chars = [mapping[b] for b in order]
     vocab: dict[str, int] = {}
     for token in [*byte_chars, *(c + "</w>" for c in byte_chars), *(a + b for a, b in merges)]:
         vocab.setdefault(token, len(vocab))
