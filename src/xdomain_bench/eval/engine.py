@@ -9,14 +9,14 @@ memory is about ``2 × chunk_size × N_g × itemsize`` bytes (score block + its 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from .functional import per_query_values
+from .functional import RelevantRanks, per_query_values
 from .inputs import as_labels, as_matrix, check_choice, check_chunk_size, encode_labels
 from .metrics import MetricSpec, parse_metrics
 from .ranking import relevant_ranks
@@ -91,8 +91,10 @@ def run_chunks(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     backend: str = "auto",
+    on_chunk: Callable[[int, torch.Tensor, RelevantRanks], None] | None = None,
 ) -> dict[str, float]:
-    """Drive the chunk loop and average every metric over all queries (exact float64 sums)."""
+    """Drive the chunk loop and average every metric over all queries (exact float64 sums). `on_chunk(q0, S, rr)`
+    sees each chunk's scores (self excluded) and relevant ranks, e.g. to keep per-query results (eval/per_query)."""
     blocks = ClassBlocks(gallery_codes, n_codes)
     qcodes = torch.from_numpy(query_codes)
     n_cand = n_gallery - 1 if same_set else n_gallery
@@ -117,6 +119,8 @@ def run_chunks(
         )  # fmt: skip
         for spec in specs:
             values[spec.name][q0 : q0 + c] = per_query_values(spec, rr, tie_mode).cpu().numpy()
+        if on_chunk is not None:
+            on_chunk(q0, S, rr)
         n_empty += int((rr.n_rel == 0).sum())
         for k in cutoffs:
             no_hit[k] += int((rr.hits(k) == 0).sum())
@@ -146,6 +150,7 @@ def evaluate_class_retrieval(
     similarity: str | None = None,
     chunk_size: int = 1024,
     tie_mode: str = "stable",
+    on_chunk: Callable[[int, torch.Tensor, RelevantRanks], None] | None = None,
 ) -> dict[str, float]:
     """Class-retrieval metrics of PROTOCOLS.md §7 for query/gallery embeddings.
 
@@ -156,7 +161,7 @@ def evaluate_class_retrieval(
     ascending gallery index; ``tie_mode="sklearn"`` makes AP tie-aware as in scikit-learn (§7.1).
     Returns metric name → mean over all queries, plus ``n_queries``, ``n_gallery`` (rows given),
     ``n_queries_no_relevant`` (R = 0) and, per cut-off k of the @k metrics, ``n_queries_no_hit@k``
-    (H(k) = 0 under the stable ranking).
+    (H(k) = 0 under the stable ranking). ``on_chunk``: see `run_chunks`.
     """
     specs = _check_options(metrics, chunk_size, tie_mode)
     name = resolve_similarity(similarity, distance)
@@ -173,7 +178,7 @@ def evaluate_class_retrieval(
     with exact_matmul(q.device):
         return run_chunks(
             block, q.shape[0], g.shape[0], qcodes, gcodes, n_codes, specs, same_set=same_set,
-            chunk_size=chunk_size, tie_mode=tie_mode, device=q.device, dtype=score_dtype(name),
+            chunk_size=chunk_size, tie_mode=tie_mode, device=q.device, dtype=score_dtype(name), on_chunk=on_chunk,
         )  # fmt: skip
 
 

@@ -43,11 +43,11 @@ def scoring(method: RetrievalMethod) -> dict[str, str]:
 
 
 def class_metrics(query: Tensor, q_labels: Tensor, gallery: Tensor, g_labels: Tensor, metrics: Iterable[str],
-                  same_set: bool, similarity: str, tie_mode: str = "stable") -> dict[str, float]:
+                  same_set: bool, similarity: str, tie_mode: str = "stable", on_chunk=None) -> dict[str, float]:
     from ..eval.engine import evaluate_class_retrieval
 
     return evaluate_class_retrieval(query, q_labels, gallery, g_labels, list(metrics), same_set=same_set,
-                                    similarity=similarity, tie_mode=tie_mode)
+                                    similarity=similarity, tie_mode=tie_mode, on_chunk=on_chunk)
 
 
 def itr_metrics(images: Tensor, captions: list[list[str]], text_emb: Tensor, dedupe: bool) -> dict[str, float]:

@@ -76,9 +76,10 @@ def itr_per_source(images: Tensor, captions: list[list[str]], text_emb: Tensor, 
 
 
 def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: str | None = None,
-                  loaders: Any = None) -> dict[str, Any]:
+                  loaders: Any = None, on_chunk: Any = None) -> dict[str, Any]:
     """Metrics on the protocol's test roles, plus counts. `loaders` (anything with `eval_dataloader(role)`,
-    e.g. the H14 `CachedFeatureData` of `dm`) serves the images in place of `dm`'s pixel loaders."""
+    e.g. the H14 `CachedFeatureData` of `dm`) serves the images in place of `dm`'s pixel loaders. `on_chunk`
+    (e.g. eval/per_query.PerQuery) sees the class-retrieval engine's chunks."""
     info = dm.info
     source = loaders if loaders is not None else dm
     query_rows = dm.role_frame("query")
@@ -100,7 +101,8 @@ def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: s
     else:
         gallery, g_lab = embed_batches(method, source.eval_dataloader("gallery"), len(gallery_rows), "gallery",
                                        precision)
-    metrics = class_metrics(query, q_lab, gallery, g_lab, info.metrics, info.same_set, **scoring(method))
+    metrics = class_metrics(query, q_lab, gallery, g_lab, info.metrics, info.same_set, **scoring(method),
+                            on_chunk=on_chunk)
     counts = {"n_query": len(query_rows), "n_gallery": len(gallery_rows),
               "n_queries_no_relevant": int(metrics.pop("n_queries_no_relevant", _no_relevant(q_lab, g_lab, info.same_set)))}
     for key in ("n_queries", "n_gallery"):

@@ -170,9 +170,11 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, skip_don
 def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_download: bool = False,
                  accelerator: str = "auto", precision: str = "auto", num_workers: int = 0, progress: bool = True,
                  raise_errors: bool = False, devices: int = 1, strategy: str = "auto",
-                 feature_cache: bool = True) -> dict[str, Any]:
+                 feature_cache: bool = True, per_query_top_k: int = 100) -> dict[str, Any]:
     """Execute one cell and write its record (the caller holds its claim). XBenchErrors in set-up propagate
-    when `raise_errors`.
+    when `raise_errors`. Class-retrieval cells save each query's top k gallery items (k: the largest metric
+    cut-off, at most `per_query_top_k`; 0 saves nothing), AP and relevant count beside the record
+    (runner/per_query.py).
 
     With `devices > 1` Lightning's DDP re-launches the command for ranks 1..N-1; they train alongside
     rank 0 and return after the fit (status `worker`, nothing written); rank 0 alone evaluates, on the
@@ -234,10 +236,17 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
             return {**record, "status": "worker"}
         method.to(torch.device("cuda" if accelerator == "cuda" else "cpu"))
         t_eval = time.perf_counter()
-        result = evaluate_test(method, dm, precision, loaders=data)
+        from ..eval.per_query import PerQuery, top_k_size
+
+        pq = PerQuery(top_k_size(dm.info.metrics, per_query_top_k)) if per_query_top_k > 0 else None
+        result = evaluate_test(method, dm, precision, loaders=data, on_chunk=pq)
         t_end = time.perf_counter()
         if data is not None:
             record["feature_cache"] = data.describe()
+        if pq is not None and pq.filled:
+            from .per_query import per_query_arrays, write_per_query
+
+            record["per_query"] = write_per_query(out_dir / "records", cell.slug(), per_query_arrays(pq, dm))
         record.update(metrics=result["metrics"], counts=result["counts"], status="ok",
                       query_domain=_query_domain(dm), gallery=_gallery_name(dm, cell),
                       notes={**dm.info.notes, **method.notes}, skipped_images=dm.skipped_images,
