@@ -76,3 +76,16 @@ def test_dcar_on_released_format_fdrd(data_root, tmp_path):
     released = json.loads((data_root / "FDRD" / "test" / "pets_test.json").read_text())
     entry = next(iter(released.values()))
     assert "class_name" not in entry and len(entry["negative"]) == 4  # pets: class only in the key
+
+
+def test_dalsclip_pseudo_domains_on_one_domain_data(data_root, tmp_path):
+    rc = main(["run", "--method", "dalsclip", "--dataset", "cub", "--data-root", str(data_root), "--out",
+               str(tmp_path), "--max-steps", "2", "--no-progress", "--set", "method.pseudo_domains=2"])
+    assert rc == 0
+    (path,) = sorted((tmp_path / "records").glob("dalsclip_cub_*.json"))
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "ok", rec.get("error")
+    sizes = rec["notes"]["pseudo_domains"]["sizes"]
+    assert len(sizes) == 2 and min(sizes) > 0  # every clustered training image got a pseudo-domain
+    assert rec["embedding_side"] == "both" and rec["task"] == "class"
+    assert rec["trainable_params"]["total"] > 0 and "single_domain" not in rec["notes"]
