@@ -105,6 +105,25 @@ def test_pros_profile_uses_300_seen_classes(dn, dn_root):
     assert "test" in m.meta["notes"]["selection"]
 
 
+def test_merge_val_classes_trains_on_300_classes_and_keeps_the_test_roles(dn, dn_root):
+    plain = dn.build_manifest(dn_root, "ucdr", "clean", "sketch", gallery="mixed")
+    merged = dn.build_manifest(dn_root, "ucdr", "clean", "sketch", gallery="mixed", merge_val_classes=True)
+    want = expected_counts("sketch", seen_classes=TRAIN + VAL, val=False)
+    assert merged.counts()["train"] == want["train"] and merged.counts()["val_query"] == 0
+    assert merged.counts()["val_gallery"] == 0  # the val split would score trained classes
+    assert set(merged.role("train")["class_name"]) == set(TRAIN) | set(VAL)
+    t = merged.role("train")
+    cls = VAL[3]  # the real draw of a val class uses seed 245 + 3 (train ‖ val, as the pros profile)
+    assert sorted(t.loc[(t["domain"] == "real") & (t["class_name"] == cls), "relpath"]) == sorted(
+        chosen("real", cls, 92, seed=248))
+    for role in ("query", "gallery"):  # the mixed gallery keeps the held-out 8 % of the 245 train classes
+        assert list(merged.role(role)["relpath"]) == list(plain.role(role)["relpath"])
+    assert merged.meta["options"]["merge_val_classes"] is True and "merge_val_classes" not in plain.meta["options"]
+    assert "final weights" in merged.meta["notes"]["selection"]
+    with pytest.raises(ConfigError, match="merge_val_classes must be true or false"):
+        dn.build_manifest(dn_root, "ucdr", "clean", "sketch", merge_val_classes="yes")
+
+
 def test_uccdr_query_domain(dn, dn_root):
     m = dn.build_manifest(dn_root, "uccdr", holdout="painting")
     assert m.counts() == expected_counts("painting", "uccdr", seen="infograph")

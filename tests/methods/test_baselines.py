@@ -131,18 +131,39 @@ def test_coop_context_sits_in_front_of_class_names_and_captions(vlm):
         )
     assert torch.allclose(ctx_caps, manual, atol=1e-5)
     assert not torch.allclose(ctx_caps, vlm.encode_text(CAPTIONS), atol=1e-3)
-    assert m.embed_class_texts(["zebra"]).shape == (1, vlm.sizes.embed_dim)
 
 
-def test_vpt_inserts_prompts_after_cls(vlm):
-    m = make_method(vlm, "vpt")
-    assert m.prompts.shape == (10, vlm.sizes.vision_width)
-    b = make_batch(vlm)
-    ref = F.normalize(vlm.encode_image(b["pixels"], prompts=m.prompts, readout="cls"), dim=-1)
-    assert torch.allclose(m.embed_images(b), ref, atol=1e-5)
-    assert not torch.allclose(
-        m.embed_images(b), F.normalize(vlm.encode_image(b["pixels"]), dim=-1), atol=1e-3
-    )
+def _hf_vision_tokens(vlm, pixels, prompts, after_cls=True):
+    """Every output token of HF's own CLIP vision encoder over [CLS, prompts, patches] (VPT, H3: prompts
+    right after CLS, no positional embedding), or [CLS, patches, prompts] with after_cls=False."""
+    emb = vlm.vision.embeddings
+    pos = emb.position_embedding.weight
+    patch = emb.patch_embedding.weight.shape[-1]
+    patches = F.conv2d(pixels, emb.patch_embedding.weight, stride=patch).flatten(2).transpose(1, 2) + pos[1:]
+    b = pixels.shape[0]
+    cls = (emb.class_embedding + pos[0]).expand(b, 1, -1)
+    prompts = prompts.expand(b, -1, -1)
+    seq = torch.cat([cls, prompts, patches] if after_cls else [cls, patches, prompts], dim=1)
+    return vlm.vision.encoder(inputs_embeds=vlm.vision.pre_layrnorm(seq)).last_hidden_state
+
+
+@pytest.mark.parametrize("readout", ["cls", 1, 11])
+def test_vpt_inserts_prompts_after_cls(vlm, readout):
+    m = make_method(vlm, "vpt", readout=readout).eval()
+    n = m.prompts.shape[0]
+    assert n == 10
+    with torch.no_grad():
+        m.proj_v.add_(0.1 * torch.randn_like(m.proj_v))  # as after training
+        b = make_batch(vlm)
+        index = 0 if readout == "cls" else readout  # 1: the first prompt; 11 = n + 1: the first patch
+        tokens = _hf_vision_tokens(vlm, b["pixels"], m.prompts)
+        ref = F.normalize(vlm.vision.post_layernorm(tokens[:, index]) @ m.proj_v, dim=-1)
+        torch.testing.assert_close(m.embed_images(b), ref, rtol=1e-5, atol=1e-5)
+        if readout != "cls":  # the readout token's value depends on where the prompts sit
+            wrong = _hf_vision_tokens(vlm, b["pixels"], m.prompts, after_cls=False)[:, index]
+            assert not torch.allclose(F.normalize(vlm.vision.post_layernorm(wrong) @ m.proj_v, dim=-1), ref, atol=1e-3)
+        zero_shot = F.normalize(vlm.encode_image(b["pixels"]), dim=-1)
+        assert not torch.allclose(m.embed_images(b), zero_shot, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["linear_probe", "coop", "vpt"])

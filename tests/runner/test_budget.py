@@ -100,9 +100,13 @@ def test_dry_run_of_the_domainnet_paper_suite(synth_domainnet, tmp_path, capsys)
         "phase1", 1.0, "phase2", 10.0, 2)
     dals = by_method["dalsclip"]["budget"]["phases"][0]
     assert dals["steps"] == 5001 and dals["batch_size"] == 160  # the card states DomainBed's steps
+    merged = _train_rows(tmp_path, synth_domainnet, "domainnet", "--protocol", "ucdr", "--holdout", "sketch",
+                         "--option", "merge_val_classes=true")
+    assert by_method["pros"]["budget"]["n_train"] == merged > n_train  # ProS trains on train + val classes
     for plan in plans:
+        rows = plan["budget"]["n_train"]
         for ph in plan["budget"]["phases"]:
-            assert ph["steps"] == math.ceil(ph["epochs"] * n_train / ph["batch_size"]), (plan["method"], ph)
+            assert ph["steps"] == math.ceil(ph["epochs"] * rows / ph["batch_size"]), (plan["method"], ph)
             assert ph["samples"] == ph["steps"] * ph["batch_size"]
     assert by_method["zero_shot"]["budget"]["phases"] == []
 

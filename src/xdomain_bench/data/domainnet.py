@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 SYNTH_SIDECAR = ".xbench_synth.json"  # = synth.sketch_pairs.SYNTH_MARKER; the synth package never imports this module
 # (domain, class) pairs that may lack a folder in a complete tree: PROTOCOLS §2.2's known gap.
 KNOWN_GAPS = {("painting", "t-shirt")}
-PROTOCOL_OPTIONS = {"ucdr": ("gallery", "paper_profile"), "uccdr": ("gallery", "seen", "paper_profile"),
-                    "udcdr": ("paper_profile",)}
+PROTOCOL_OPTIONS = {"ucdr": ("gallery", "paper_profile", "merge_val_classes"),
+                    "uccdr": ("gallery", "seen", "paper_profile", "merge_val_classes"),
+                    "udcdr": ("paper_profile", "merge_val_classes")}
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Setting:
     paper_profile: str | None
     seen_classes: tuple[str, ...]  # the seed list for the 92 % rule and the mixed gallery
     validation: bool
+    merge_val_classes: bool = False  # the val classes train too (after the seen ones); no val split
 
     @property
     def name(self) -> str:
@@ -150,7 +152,17 @@ class DomainNet(DatasetAdapter):
         lists = profiles[profile]["seen"] if profile else ["train"]
         seen_classes = tuple(c for name in lists for c in getattr(self, f"{name}_classes"))
         validation = bool(profiles[profile]["validation"]) if profile else True
-        return Setting(protocol, variant, holdout, seen, gallery, profile, seen_classes, validation)
+        merge = options.get("merge_val_classes", False)
+        if not isinstance(merge, bool):
+            raise ConfigError(f"merge_val_classes must be true or false, not {merge!r}")
+        return Setting(protocol, variant, holdout, seen, gallery, profile, seen_classes, validation and not merge,
+                       merge)
+
+    def trained_classes(self, s: Setting) -> tuple[str, ...]:
+        """Classes with `train` rows: the seen ones, then (merge_val_classes) the val ones not already seen;
+        the list index is the seed of the 92 % real draw (train ‖ val order, as the `pros` profile)."""
+        extra = tuple(c for c in self.val_classes if c not in s.seen_classes) if s.merge_val_classes else ()
+        return s.seen_classes + extra
 
     # --- listing ----------------------------------------------------------------------------------
     def scan(self, root: str | Path, strict: bool = True) -> Listing:
@@ -233,12 +245,13 @@ class DomainNet(DatasetAdapter):
         real = self.gallery_domain
         udcdr = set(self.udcdr_classes)
         held_out: dict[str, list[str]] = {}
+        trained = self.trained_classes(s)
         if "train" in parts:  # §2.4.1
             for domain in self.train_query_domains(s.holdout):
-                for cls in s.seen_classes:
+                for cls in trained:
                     add(domain, cls, listing.files[(domain, cls)], "train")
         if "train" in parts or ("test" in parts and s.gallery == "mixed"):  # §2.4.2-3
-            for i, cls in enumerate(s.seen_classes):
+            for i, cls in enumerate(trained):
                 files = listing.files[(real, cls)]
                 chosen, held_out[cls] = sample_split(files, frac["train_real"], seed=i)
                 if s.variant == "clean" and cls in udcdr:
@@ -271,13 +284,14 @@ class DomainNet(DatasetAdapter):
 
     def _meta(self, listing: Listing, s: Setting, extra: dict[str, Any]) -> dict[str, Any]:
         frac = self.card["fractions"]
-        seed_list = "train" if len(s.seen_classes) == len(self.train_classes) else "train+val"
+        seed_list = "train" if len(self.trained_classes(s)) == len(self.train_classes) else "train+val"
         meta = {
             "dataset": self.name, "protocol": s.protocol, "variant": s.variant, "holdout": s.holdout,
             "setting": s.name, "seen_domain": s.seen_domain, "gallery": s.gallery,
             "paper_profile": s.paper_profile,
             "options": {k: v for k, v in (("gallery", s.gallery), ("seen", s.seen_domain),
-                                          ("paper_profile", s.paper_profile)) if v is not None},
+                                          ("paper_profile", s.paper_profile),
+                                          ("merge_val_classes", s.merge_val_classes or None)) if v is not None},
             "train_query_domains": self.train_query_domains(s.holdout),
             "seeds": {
                 "rule": "numpy RandomState(seed).permutation over the sorted files; seed = 0-based class index",
@@ -300,9 +314,15 @@ class DomainNet(DatasetAdapter):
         return meta
 
     def _notes(self, s: Setting, overlap: int) -> dict[str, Any]:
-        notes: dict[str, Any] = {"setting": s.name,
-                                 "selection": "val split (val_query vs val_gallery)" if s.validation
-                                 else f"upstream '{s.paper_profile}' selects on test (allow_test_selection)"}
+        notes: dict[str, Any] = {"setting": s.name, "selection": "val split (val_query vs val_gallery)"}
+        if s.paper_profile and not s.validation:
+            notes["selection"] = f"upstream '{s.paper_profile}' selects on test (allow_test_selection)"
+        elif s.merge_val_classes:
+            notes["selection"] = "none: the val classes are trained on (merge_val_classes), so final weights"
+        if s.merge_val_classes:
+            notes["merged_val_classes"] = (
+                f"{len(self.trained_classes(s))} training classes (train ‖ val); no val split, since val "
+                f"scores would come from trained classes; the test roles are unchanged")
         if s.variant == "clean":
             notes["udcdr_fix"] = ("clean: the first floor(0.25 n) permutation elements of real/<c> for the 45 "
                                   "UdCDR classes are removed from train, so the UdCDR gallery is disjoint "

@@ -90,6 +90,12 @@ class RetrievalMethod(L.LightningModule):
         """
         return None
 
+    @classmethod
+    def data_requests(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Protocol options this configuration asks the runner to pass to the DataModule (e.g. merged val
+        classes); the data layer validates them. None by default."""
+        return {}
+
     # --- phases and trainable state -------------------------------------------------------------
     def phases(self) -> list[str]:
         return list(self.phase_names)

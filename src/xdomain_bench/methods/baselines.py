@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -33,9 +32,6 @@ class FrozenTextMixin(RetrievalMethod):
             feats = frozen_class_features(self.vlm, self.info.train_class_names, self.templates())
             self._class_feats = feats.to(self.device)
         return self._class_feats
-
-    def embed_class_texts(self, class_names: Sequence[str]) -> Tensor:
-        return frozen_class_features(self.vlm, class_names, self.templates())
 
 
 class ProjectionCopy(FrozenTextMixin):
@@ -89,10 +85,6 @@ class CoOp(ProjectionCopy):
     def embed_texts(self, texts: Sequence[str]) -> Tensor:
         """Captions with the learned context in front."""
         return self.text.encode_captions(self.vlm, texts, self.proj_t)
-
-    def embed_class_texts(self, class_names: Sequence[str]) -> Tensor:
-        with torch.no_grad():
-            return normalize(self.text.encode_classes(self.vlm, class_names, self.proj_t))
 
     def training_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         img = self.embed_images(batch)

@@ -5,11 +5,13 @@ Stage 1 learns domain units DP (K×W) and class units SP (C×W) with ground-trut
 trainable `proj_t` copy. Stage 2 trains a new, randomly initialised 2-layer ViT ("simulator") that reads
 [PT_d, PT_c, DP and SP with the sample's own rows zeroed, its own patch tokens] and emits the two prompts
 from positions 0 and 1 (its own ln_post and W×W projection); the frozen ViT then runs [CLS, P_d, P_c,
-patches]. Loss in both stages: CE(f·T_Cᵀ / 0.07, y). Nothing is masked at test time.
+patches]. Loss in both stages: CE(f·T_Cᵀ / 0.07, y). Nothing is masked at test time. Captions (FDRD) go
+through the frozen text tower and the trained `proj_t`, the projection the image side was trained against.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -61,6 +63,8 @@ class PromptSimulator(nn.Module):
 
 @register_method("pros")
 class ProS(BankPromptMethod):
+    embedding_side = "both"  # the prompted image branch, and captions through the trained proj_t
+
     def __init__(self, vlm: FrozenVLM, info, cfg: dict[str, Any]) -> None:
         super().__init__(vlm, info, cfg)
         sizes = vlm.sizes
@@ -77,6 +81,9 @@ class ProS(BankPromptMethod):
                 "loader's batch; eval keeps the backbone's mean/std",
                 "not_reproduced": "selection on the test split; simulator patch size 32; jitter on PIL uint8",
             }
+        if info.task == "itr":
+            self.notes["itr_training"] = ("trained with class labels only; captions via the frozen text tower "
+                                          "and the trained proj_t")
 
     phase_names = ("stage1", "stage2")
 
@@ -87,6 +94,11 @@ class ProS(BankPromptMethod):
 
     def text_projection(self) -> Tensor:
         return self.proj_t
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> Tensor:
+        """Captions through the frozen text tower and the trained `proj_t` (not normalised)."""
+        return self.vlm.encode_text(list(texts), proj_t=self.proj_t).float()
 
     def _encode(self, pixels: Tensor, prompts: Tensor, dropout: float) -> Tensor:
         return encode_prompted(

@@ -211,6 +211,7 @@ class BankPrompt(Strict):
     similarity: Literal["cosine", "l2"]
     eval_batch_size: PosInt
     val_checks: PosInt
+    merge_val_classes: StrictBool
 
 
 UCDRParts = Literal["domain_bank", "class_bank", "text_context", "tpg", "cls_emb", "proj_v"]

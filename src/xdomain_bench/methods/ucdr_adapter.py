@@ -240,7 +240,8 @@ class BankPromptMethod(RetrievalMethod):
             method_variant=cfg.get("variant"),
             single_domain=self.num_domains == 1,
             num_domains=self.num_domains,
-            num_classes=self.num_classes,
+            num_classes=self.num_classes,  # C: the training classes (train + val with merge_val_classes)
+            merge_val_classes=bool(self.opt("merge_val_classes")),
         )
         if self.num_domains == 1:
             self.notes["domain_bank"] = "one domain: a single learned token, never masked in phase 2"
@@ -251,6 +252,11 @@ class BankPromptMethod(RetrievalMethod):
 
     def opt(self, key: str) -> Any:
         return card_value(self.cfg, key, self.name)
+
+    @classmethod
+    def data_requests(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """`merge_val_classes: true` asks for the val classes in training (DomainNet; C = train + val)."""
+        return {"merge_val_classes": True} if card_value(cfg, "merge_val_classes", cls.name) else {}
 
     phase_names = ("phase1", "phase2")
 
@@ -293,11 +299,6 @@ class BankPromptMethod(RetrievalMethod):
             return compute()
         deps = [self.text.ctx] + ([self.text_projection()] if self.text_projection() is not None else [])
         return self._tst.get(deps, compute)
-
-    def embed_class_texts(self, class_names: Sequence[str]) -> Tensor:
-        """Class-level text queries through the learned TST template (any classes, unseen included)."""
-        with torch.no_grad():
-            return self.finish(self.text.encode_classes(self.vlm, class_names, self.text_projection()))
 
     def itc_loss(self, z: Tensor, labels: Tensor, grad_text: bool) -> Tensor:
         logits = normalize(z) @ self.class_text_features(grad_text).t() / self.temperature

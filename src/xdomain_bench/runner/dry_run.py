@@ -17,14 +17,14 @@ def plan_cells(cells: list[Cell], data_root: str | Path) -> list[dict[str, Any]]
     """One plan per cell: its identity, the method config and the resolved budget (or why it is n/a)."""
     from ..methods.base import get_method_class
     from ..methods.config import resolve_config
-    from .execute import plan_budget, split_test_selection
+    from .execute import cell_data_options, plan_budget
 
     infos: dict[str, Any] = {}
     plans = []
     for cell in cells:
         method_cls = get_method_class(cell.method)
         cfg = resolve_config(cell.method, cell.method_variant, cell.dataset, cell.method_overrides)
-        options, test_selection = split_test_selection(cell.data_options, cell.variant)
+        options, test_selection = cell_data_options(cell, method_cls, cfg)
         key = json.dumps([cell.dataset, cell.protocol, cell.variant, cell.holdout, options], sort_keys=True, default=str)
         if key not in infos:
             infos[key] = _data_info(cell, data_root, options)

@@ -45,6 +45,17 @@ def split_test_selection(data_options: dict[str, Any], variant: str) -> tuple[di
     return options, allow
 
 
+def cell_data_options(cell: Cell, method_cls, cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """split_test_selection of the cell's data options, plus the options the method's config requests
+    (`data_requests`, e.g. merged val classes); a data option that contradicts a request is an error."""
+    options, allow = split_test_selection(cell.data_options, cell.variant)
+    for key, value in method_cls.data_requests(cfg).items():
+        if options.setdefault(key, value) != value:
+            raise ConfigError(f"data option {key}={options[key]!r} contradicts {cell.method}'s config, which asks "
+                              f"for {key}={value!r}; change one of them")
+    return options, allow
+
+
 def global_rank() -> int:
     """This process's rank under Lightning DDP (0 when not distributed)."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -199,7 +210,7 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
         precision = resolve_precision(precision, accelerator)
         method_cls = get_method_class(cell.method)
         cfg = resolve_config(cell.method, cell.method_variant, cell.dataset, cell.method_overrides)
-        data_options, test_selection = split_test_selection(cell.data_options, cell.variant)
+        data_options, test_selection = cell_data_options(cell, method_cls, cfg)
         vlm = load_backbone(cell.backbone, allow_download=allow_download)
         dm = RetrievalDataModule(cell.dataset, data_root, cell.protocol, cell.variant, cell.holdout,
                                  preprocess=vlm.preprocess, batch_size=int(cfg.get("batch_size", 32)),
