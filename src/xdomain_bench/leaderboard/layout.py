@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .identity import NONSTANDARD, TEST_SELECTED
+from .identity import IMAGE_ZERO_SHOT, NONSTANDARD, TEST_SELECTED
 from .metrics import fmt_number, fmt_stat, header
 from .reported import ITR_GALLERY
 from .tables import Row, Table
@@ -65,7 +65,8 @@ class Layout:
             bits.insert(0, t.title)
         if t.distinct("selection"):
             bits[-1] += (f" (tagged rows are not ranked: {TEST_SELECTED} ones chose their model on the test split, "
-                         f"{NONSTANDARD} ones ran on data that differ from the protocol's)")
+                         f"{NONSTANDARD} ones ran on data that differ from the protocol's, '{IMAGE_ZERO_SHOT}' "
+                         "ones trained only the text side, so their image embeddings are the frozen model's)")
         if len(t.settings()) == 1 and t.rows:
             bits.append(f"Setting: {setting_label(t.rows[0])}")
         for attr in ("backbone", "budget"):
