@@ -1,5 +1,6 @@
-"""`xbench run --devices 2` under Lightning DDP on CPU (gloo): Lightning re-launches the command for rank 1,
-both ranks train, rank 0 alone evaluates the whole test set and writes the one record."""
+"""`xbench run --devices 2` under Lightning DDP on CPU (gloo): the command is re-launched for rank 1 when it
+starts, both ranks train, validate and evaluate each on its share of every role (gathered, counts checked),
+rank 0 computes the metrics and writes the one record."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_linear_probe_two_processes_match_one(synth_all, tmp_path, xbench_subpro
 
 
 def test_zero_shot_under_ddp_matches_exactly(synth_all, tmp_path, xbench_subprocess):
-    """Nothing to fit, so no rank is launched: `--devices 2` must not change a thing."""
+    """Nothing to fit, fixed weights: two ranks sharing the evaluation must not change a thing."""
     assert main(["run", "--dataset", "sketchy", "--method", "zero_shot", "--data-root", str(synth_all),
                  "--out", str(tmp_path / "one"), "--no-progress"]) == 0
     (path,) = (tmp_path / "one" / "records").glob("*.json")
@@ -67,3 +68,23 @@ def test_zero_shot_under_ddp_matches_exactly(synth_all, tmp_path, xbench_subproc
     two = _run(xbench_subprocess, synth_all, tmp_path / "two", "--method", "zero_shot", "--devices", "2")
     assert two["metrics"] == one["metrics"]
     _counts_match_manifest(two)
+
+
+def test_zero_shot_two_ranks_embed_each_sample_once(synth_all, tmp_path, xbench_subprocess):
+    """DomainNet's tiny tree has 127 queries and 131 gallery images: odd, so the ranks' shares differ by one
+    and the gather pads. Each rank embeds its strided share, and the metrics equal the one-process run's."""
+    args = ["--dataset", "domainnet", "--method", "zero_shot", "--accelerator", "cpu", "--no-progress",
+            "--data-root", str(synth_all)]
+    assert main(["run", *args, "--out", str(tmp_path / "one")]) == 0
+    (path,) = (tmp_path / "one" / "records").glob("*.json")
+    one = json.loads(path.read_text())
+    two = _run(xbench_subprocess, synth_all, tmp_path / "two", "--method", "zero_shot", "--devices", "2",
+               "--dataset", "domainnet")  # the last --dataset wins over _run's
+    _counts_match_manifest(two)
+    n_query, n_gallery = two["manifest"]["counts"]["query"], two["manifest"]["counts"]["gallery"]
+    assert n_query % 2 == 1 and n_gallery % 2 == 1
+    assert two["distributed"] == {"world_size": 2, "per_rank": {"query": [(n_query + 1) // 2, n_query // 2],
+                                                                  "gallery": [(n_gallery + 1) // 2, n_gallery // 2]}}
+    assert "distributed" not in one
+    assert two["metrics"] == one["metrics"]
+    assert two["counts"] == one["counts"]

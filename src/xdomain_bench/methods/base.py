@@ -231,11 +231,14 @@ class RetrievalMethod(L.LightningModule):
         store.append((self.embed_images(batch).float().cpu(), batch["class_id"].cpu(), batch.get("caption")))
 
     def on_validation_epoch_end(self) -> None:
+        from ..eval.distributed import gather_val_store
         from .selection import selection_score
 
-        if not self._val:
+        expected = getattr(self, "val_expected", None)  # under DDP: each rank holds its share (runner/ddp.py)
+        store = gather_val_store(self._val, expected)
+        if not store:
             return
-        score = selection_score(self, self._val)
+        score = selection_score(self, store)
         self._val = {}
         self.log("val_selection", score, prog_bar=True)
 

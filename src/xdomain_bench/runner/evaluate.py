@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import XBenchError
+from ..eval.distributed import embed_sharded, gather_rows, world
 from ..methods.selection import (
     autocast_context,
     class_metrics,
@@ -83,24 +84,33 @@ def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: s
     info = dm.info
     source = loaders if loaders is not None else dm
     query_rows = dm.role_frame("query")
-    query, q_lab = embed_batches(method, source.eval_dataloader("query"), len(query_rows), "query", precision)
+    rank, size = world()  # under DDP each rank embeds its share of every role, gathered; rank 0 scores
+    ranks: dict[str, list[int]] = {}
+    query, q_lab, ranks["query"] = embed_sharded(_embed(method, "query", precision), source.eval_dataloader("query"),
+                                                 len(query_rows), "query")
     if info.task == "itr":
         captions = dm.caption_lists("query")
         flat = [c for caps in captions for c in caps]
-        text = embed_texts(method, flat, precision=precision)
+        text, ranks["captions"] = gather_rows(embed_texts(method, flat[rank::size], precision=precision),
+                                              len(flat), "caption")
+        if rank != 0:
+            return _worker_result(ranks)
         groups = [rel.split("/", 1)[0] for rel in query_rows["relpath"]]
         metrics = itr_per_source(query, captions, text, groups, dedupe=info.variant == "clean")
         by_source = {s: {"n_query": groups.count(s),
                          "n_gallery": sum(len(c) for c, g in zip(captions, groups) if g == s)}
                      for s in sorted(set(groups))}
         return {"metrics": metrics, "counts": {"n_query": len(query_rows), "n_gallery": len(flat),
-                                               "sources": sorted(set(groups)), "by_source": by_source}}
+                                               "sources": sorted(set(groups)), "by_source": by_source},
+                **_distributed(ranks)}
     gallery_rows = dm.role_frame("gallery")
     if info.same_set and list(gallery_rows["relpath"]) == list(query_rows["relpath"]):
         gallery, g_lab = query, q_lab  # same-set protocol: embed once, exclude self by index
     else:
-        gallery, g_lab = embed_batches(method, source.eval_dataloader("gallery"), len(gallery_rows), "gallery",
-                                       precision)
+        gallery, g_lab, ranks["gallery"] = embed_sharded(_embed(method, "gallery", precision),
+                                                         source.eval_dataloader("gallery"), len(gallery_rows), "gallery")
+    if rank != 0:
+        return _worker_result(ranks)
     metrics = class_metrics(query, q_lab, gallery, g_lab, info.metrics, info.same_set, **scoring(method),
                             on_chunk=on_chunk)
     counts = {"n_query": len(query_rows), "n_gallery": len(gallery_rows),
@@ -109,7 +119,21 @@ def evaluate_test(method: RetrievalMethod, dm: RetrievalDataModule, precision: s
         metrics.pop(key, None)
     # queries with no relevant item in the top k, per cut-off: counts, never scores to average
     counts.update({key: int(metrics.pop(key)) for key in [k for k in metrics if k.startswith("n_queries_no_hit@")]})
-    return {"metrics": metrics, "counts": counts}
+    return {"metrics": metrics, "counts": counts, **_distributed(ranks)}
+
+
+def _embed(method: RetrievalMethod, what: str, precision: str | None):
+    return lambda loader, expected: embed_batches(method, loader, expected, what, precision)
+
+
+def _distributed(ranks: dict[str, list[int]]) -> dict[str, Any]:
+    """Under DDP: the world size and how many samples of each role every rank embedded."""
+    size = world()[1]
+    return {"distributed": {"world_size": size, "per_rank": ranks}} if size > 1 else {}
+
+
+def _worker_result(ranks: dict[str, list[int]]) -> dict[str, Any]:
+    return {"metrics": {}, "counts": {}, **_distributed(ranks)}
 
 
 def _no_relevant(q_lab: Tensor, g_lab: Tensor, same_set: bool) -> int:

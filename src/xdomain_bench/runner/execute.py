@@ -14,8 +14,10 @@ import lightning as L
 import torch
 
 from ..errors import ConfigError, XBenchError
+from ..eval.distributed import world
 from ..io_utils import atomic_write, atomic_write_json
 from .budget import record_trained
+from .ddp import ValView, follow_rank0, sharded_val, val_counts
 from .records import Cell, existing_ok_record, new_record, write_record
 from .resume import PHASE_END, fit_interruptible, phase_end_state, restore_phase_end
 from .trainer import build_trainer, resolve_accelerator, resolve_precision
@@ -65,7 +67,7 @@ def global_rank() -> int:
 
 def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precision: str, progress: bool,
                devices: int = 1, strategy: str = "auto", data=None, *, budget: dict[str, Any],
-               test_selection: bool = False) -> dict[str, Any]:
+               test_selection: bool = False, num_nodes: int = 1) -> dict[str, Any]:
     """Fit every phase in order, restoring each phase's best validation checkpoint.
 
     A finished phase leaves `selected.pt` (trainable state only) and `done.json`; an interrupted one
@@ -82,6 +84,9 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
     source = data if data is not None else dm
     if test_selection and not protocol_val:
         source = TestSelectionData(source)
+    if has_val and world()[1] > 1:  # each rank validates its share; the method gathers them (runner/ddp.py)
+        method.val_expected = val_counts(source)
+        source = sharded_val(source)
     for plan in budget["phases"]:
         phase = plan["name"]
         method.set_phase(phase)
@@ -96,26 +101,20 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
             info["phases"].append({**json.loads(done.read_text()), "reused": True})
             continue
         info["phases"].append(_fit_one_phase(method, dm, plan, phase_dir, has_val, accelerator, precision,
-                                             progress, devices, strategy, source))
+                                             progress, devices, strategy, source, num_nodes))
     return info
 
 
-class TestSelectionData(L.LightningDataModule):
+class TestSelectionData(ValView):
     """Training data whose validation loaders are the test split (`allow_test_selection`, paper variant)."""
 
     def __init__(self, base) -> None:
-        super().__init__()
-        self.base = base
-
-    def train_dataloader(self):
-        return self.base.train_dataloader()
-
-    def val_dataloader(self):
-        return self.base.test_dataloader()
+        super().__init__(base, lambda b: b.test_dataloader())
 
 
 def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: bool, accelerator: str,
-                   precision: str, progress: bool, devices: int, strategy: str, source) -> dict[str, Any]:
+                   precision: str, progress: bool, devices: int, strategy: str, source,
+                   num_nodes: int = 1) -> dict[str, Any]:
     phase, steps = plan["name"], int(plan["steps"])
     pcfg = method.phase_config()
     dm.batch_size = int(plan["batch_size"])  # the cached loaders read it from `dm` too
@@ -123,7 +122,7 @@ def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: b
     trainer, ckpt = build_trainer(max_steps=steps, accelerator=accelerator, precision=precision,
                                   ckpt_dir=phase_dir, has_val=select_on_val, val_every=int(plan["val_every"]),
                                   progress=progress, early_stop_patience=plan["early_stop_patience"],
-                                  devices=devices, strategy=strategy)
+                                  devices=devices, strategy=strategy, num_nodes=num_nodes)
     resume = phase_dir / "resume.ckpt"
     resuming = resume.is_file()
     t0 = time.perf_counter()
@@ -135,7 +134,7 @@ def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: b
     if ckpt is not None and ckpt.best_model_path:
         state = torch.load(ckpt.best_model_path, map_location=method.device, weights_only=False)
         method.load_state_dict(state["state_dict"], strict=False)
-        split = "test" if isinstance(source, TestSelectionData) else "val"
+        split = "test" if isinstance(getattr(source, "base", source), TestSelectionData) else "val"
         entry["selected"] = {"metric": method.info.selection_metric, "split": split,
                              "value": float(ckpt.best_model_score), "step": int(state.get("global_step", -1))}
     else:
@@ -162,14 +161,14 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, skip_don
     anything else (e.g. copying shared checkpoints in). DDP ranks > 0 follow rank 0 and claim nothing."""
     from .claims import claim_cell
 
-    if global_rank() != 0:
-        return execute_cell(cell, data_root, out_dir, **kwargs)
+    if global_rank() != 0:  # rank 0 says whether the cell runs (claimed elsewhere, done already)
+        return execute_cell(cell, data_root, out_dir, **kwargs) if follow_rank0() else {"status": "worker"}
     with claim_cell(out_dir, cell.slug()) as claim:
-        if not claim.held:
+        done = existing_ok_record(out_dir, cell) if skip_done and claim.held else None
+        if not follow_rank0(claim.held and done is None):
+            if done is not None:
+                return {**done, "status": "done"}
             return {"status": "claimed", "holder": claim.holder, "error": f"claimed by {claim.describe_holder()}"}
-        done = existing_ok_record(out_dir, cell) if skip_done else None
-        if done is not None:
-            return {**done, "status": "done"}
         if on_claim is not None:
             on_claim()
         record = execute_cell(cell, data_root, out_dir, **kwargs)
@@ -181,15 +180,15 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, skip_don
 def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_download: bool = False,
                  accelerator: str = "auto", precision: str = "auto", num_workers: int = 0, progress: bool = True,
                  raise_errors: bool = False, devices: int = 1, strategy: str = "auto",
-                 feature_cache: bool = True, per_query_top_k: int = 100) -> dict[str, Any]:
+                 feature_cache: bool = True, per_query_top_k: int = 100, num_nodes: int = 1) -> dict[str, Any]:
     """Execute one cell and write its record (the caller holds its claim). XBenchErrors in set-up propagate
     when `raise_errors`. Class-retrieval cells save each query's top k gallery items (k: the largest metric
     cut-off, at most `per_query_top_k`; 0 saves nothing), AP and relevant count beside the record
     (runner/per_query.py).
 
-    With `devices > 1` Lightning's DDP re-launches the command for ranks 1..N-1; they train alongside
-    rank 0 and return after the fit (status `worker`, nothing written); rank 0 alone evaluates, on the
-    whole test set, and writes the record.
+    With `devices` x `num_nodes` > 1 the ranks are already running (runner/ddp.py): they train together,
+    validate and evaluate each on its share of every role (gathered, counts checked), rank 0 computes the
+    metrics and writes the record; the other ranks return status `worker`, having written nothing.
 
     A method with `cacheable = True` trains, validates and is tested on frozen image features from the H14
     store under `paths.cache_dir()/features` (computed once per dataset tree, backbone and transform, then
@@ -238,20 +237,23 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
         t_fit = time.perf_counter()
         if trains:
             record["training"] = fit_phases(method, dm, cell, out_dir, accelerator, precision, progress,
-                                            devices, strategy, data, budget=budget, test_selection=test_selection)
+                                            devices, strategy, data, budget=budget, test_selection=test_selection,
+                                            num_nodes=num_nodes)
         else:
             record["training"] = {"phases": [], "note": "no training"}
         record["budget"] = record_trained(budget, record["training"])
         record["selection"] = selection_of(record["training"])
-        if global_rank() != 0:
-            return {**record, "status": "worker"}
-        method.to(torch.device("cuda" if accelerator == "cuda" else "cpu"))
+        method.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if accelerator == "cuda" else "cpu")
         t_eval = time.perf_counter()
         from ..eval.per_query import PerQuery, top_k_size
 
         pq = PerQuery(top_k_size(dm.info.metrics, per_query_top_k)) if per_query_top_k > 0 else None
         result = evaluate_test(method, dm, precision, loaders=data, on_chunk=pq)
         t_end = time.perf_counter()
+        if global_rank() != 0:
+            return {**record, "status": "worker"}
+        if "distributed" in result:
+            record["distributed"] = result["distributed"]
         if data is not None:
             record["feature_cache"] = data.describe()
         if pq is not None and pq.filled:

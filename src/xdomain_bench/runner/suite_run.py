@@ -36,6 +36,7 @@ def forget_expected(out_dir: Path, keys: set[str]) -> None:
 def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **run_kwargs: Any) -> dict[str, int]:
     from rich.console import Console
 
+    from .ddp import follow_rank0
     from .execute import global_rank, run_cell
 
     rank0 = global_rank() == 0  # DDP ranks > 0 re-run the whole command and train alongside rank 0
@@ -48,7 +49,7 @@ def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **r
     for i, cell in enumerate(cells, 1):
         head = f"[{i}/{len(cells)}] {cell.method} · {cell.dataset}/{cell.protocol}/{cell.variant}"
         head += f" · {cell.holdout or '-'} · {cell.data_options.get('gallery', '-')} · seed {cell.seed} · {cell.backbone}"
-        if existing_ok_record(out_dir, cell):
+        if follow_rank0(existing_ok_record(out_dir, cell) is not None):  # DDP ranks skip what rank 0 skips
             summary["skipped"] += 1
             console.print(f"[dim]{head}: done already[/]")
             continue

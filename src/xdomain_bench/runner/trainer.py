@@ -49,7 +49,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir: Path, has_val: bool,
                   val_every: int, devices: int | str = 1, strategy: str = "auto", progress: bool = True,
-                  deterministic: bool = False, early_stop_patience: int | None = None) -> tuple[L.Trainer, ModelCheckpoint | None]:
+                  num_nodes: int = 1, deterministic: bool = False, early_stop_patience: int | None = None) -> tuple[L.Trainer, ModelCheckpoint | None]:
     from .resume import FastForwardSampler, crash_callback
 
     callbacks: list[Any] = [FastForwardSampler(), *crash_callback()]
@@ -73,7 +73,7 @@ def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir:
         callbacks.append(RichProgressBar(leave=False))
     trainer = L.Trainer(
         max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=devices, strategy=strategy,
-        precision=precision, logger=False, enable_checkpointing=True, enable_model_summary=False,
+        num_nodes=num_nodes, precision=precision, logger=False, enable_checkpointing=True, enable_model_summary=False,
         enable_progress_bar=progress, callbacks=callbacks, num_sanity_val_steps=0,
         check_val_every_n_epoch=None if has_val else 1, val_check_interval=val_every if has_val else None,
         limit_val_batches=None if has_val else 0, default_root_dir=str(ckpt_dir), deterministic=deterministic,
