@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "xdomain_bench.runner.demo",
     "xdomain_bench.leaderboard.cli",
     "xdomain_bench.leaderboard.regress",
+    "xdomain_bench.report.cli",
     "xdomain_bench.eval.cli",
     "xdomain_bench.data.cli",
     "xdomain_bench.vlm.cli",

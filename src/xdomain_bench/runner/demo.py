@@ -363,5 +363,8 @@ def demo_command(args: argparse.Namespace) -> int:
     console.print(f"[bold]files[/]     {out}/leaderboard.csv (long), {out}/leaderboard_wide.csv (mean ± std over "
                   f"seeds), {out}/leaderboard.md, records in {out}/records/")
     console.print("[bold]time[/]      " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    from ..report.cli import build_report
+
+    console.print(f"[bold]report[/]    {build_report(out, out / 'report.html', reported=False)} (open it in a browser)")
     console.print(REAL_DATA_HINT)
     return 0 if summary["failed"] == 0 else 1

@@ -1,0 +1,1 @@
+"""The visual report: `xbench report DIR` (report/cli.py)."""
