@@ -77,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "and relevant count beside its record, for `xbench report` (default %(default)s; 0: save none, "
                    "e.g. for huge galleries)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="print only results and errors (no bars, no progress lines)")
+    p.add_argument("--logger", default="csv", help="training logs through Lightning's loggers: csv (default), "
+                   "tensorboard, wandb (optional extras) or none; under OUT/logs/<cell>/<phase>/version_N/")
     p.add_argument("--out", required=True, help="output folder (records, checkpoints)")
     p.add_argument("--dry-run", action="store_true",
                    help="resolve every cell's config and budget from the real training-set sizes; train nothing, "
@@ -89,6 +92,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from ..progress import quiet_libraries, set_quiet
+    from .loggers import check_logger
+
+    set_quiet(args.quiet)
+    check_logger(args.logger)
+    quiet_libraries()  # no Lightning banners or tips, also without --quiet
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run (a run writes JSON records under OUT/records/)")
     if args.suite:
@@ -113,9 +122,9 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.per_query_top_k < 0:
         raise ConfigError(f"--per-query-top-k must be >= 0 (0 saves no per-query results), got {args.per_query_top_k}")
     return dict(allow_download=args.allow_download, accelerator=args.accelerator, precision=args.precision,
-                num_workers=args.num_workers, progress=not args.no_progress, devices=args.devices,
+                num_workers=args.num_workers, progress=not (args.no_progress or args.quiet), devices=args.devices,
                 strategy=args.strategy, feature_cache=not args.no_feature_cache, num_nodes=args.num_nodes,
-                per_query_top_k=args.per_query_top_k)
+                per_query_top_k=args.per_query_top_k, logger=args.logger)
 
 
 def _check_devices(devices: int, strategy: str) -> None:

@@ -17,10 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
+from ..progress import quiet_libraries
 
 # Synthetic scale of each dataset the demo suite may use (`xbench data synth NAME --scale ...`).
 DEMO_SCALES = {"domainnet": "small", "sketchy": "small", "tuberlin": "small", "cub": "small", "fdrd": "small"}
 SYNTH_MARKER = ".xbench_synth.json"  # every synthetic writer leaves one in its dataset folder
+# `--quick`: the whole path (data, backbone, every method, leaderboard) in about a minute on 2 cores, in its own
+# data and run folders, so that it never blocks the full demo's.
+QUICK = {"scale": "tiny", "seeds": "0", "max_steps": 2, "backbone": "demo-clip:quick"}
+DEFAULT_DIRS = {"small": ("data_synth/demo", "runs/demo"), "tiny": ("data_synth/demo_tiny", "runs/demo_tiny"),
+                "quick": ("data_synth/demo_tiny", "runs/quick")}
 REAL_DATA_HINT = ("Real data: xbench run --suite ucdr_domainnet --data-root /path/to/data "
                   "--backbone hf-clip:/path/to/clip --out runs/real  (README: Real weights and real data)")
 
@@ -30,8 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Synthesise the demo trees (if absent), pretrain the demo-clip backbone (if not "
                                    "cached), run the demo suite (finished cells are skipped) and write "
                                    "OUT/leaderboard.csv, OUT/leaderboard_wide.csv and OUT/leaderboard.md.")
-    p.add_argument("--data-root", default="data_synth/demo", help="where the synthetic trees live (default: %(default)s)")
-    p.add_argument("--out", default="runs/demo", help="run folder for records and leaderboards (default: %(default)s)")
+    p.add_argument("--data-root", help="where the synthetic trees live (default: data_synth/demo; "
+                   "data_synth/demo_tiny with --scale tiny or --quick)")
+    p.add_argument("--out", help="run folder for records and leaderboards (default: runs/demo; runs/demo_tiny with "
+                   "--scale tiny, runs/quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="a quick check of the whole path: tiny trees, the small "
+                   "demo-clip:quick backbone, seed 0, 2 steps a cell (about a minute on 2 cores)")
     p.add_argument("--suite", help="suite name or YAML file (default: the built-in demo suite)")
     p.add_argument("--scale", choices=("tiny", "small"), help="synthetic scale of every tree (default: the demo's, "
                                                                 "small; tiny is for quick checks)")
@@ -45,7 +55,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cells run in this many single-threaded worker processes (default: %(default)s; 1 = in "
                         "this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="print only results (the leaderboards) and errors")
+    p.add_argument("--logger", default="csv", help="training logs: csv (default), tensorboard, wandb or none; "
+                   "written under OUT/logs/<cell>/")
     p.set_defaults(func=demo_command)
+
+
+def apply_quick(args: argparse.Namespace) -> None:
+    """--quick's settings (flags given explicitly win) and the default folders of the chosen scale."""
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+    data_root, out = DEFAULT_DIRS["quick" if args.quick else args.scale or "small"]
+    args.data_root = args.data_root or data_root
+    args.out = args.out or out
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -189,24 +213,6 @@ def share_training(out: Path, done_cell, cell) -> int:
     return copied
 
 
-def quiet_libraries() -> None:
-    """Keep the demo's console to its own lines: no per-cell Lightning banners, tips or loading bars."""
-    import logging
-    import warnings
-
-    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import; ours must come after)
-
-    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module=r"lightning\.pytorch\.utilities\._pytree")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
-
-
 def _worker_init() -> None:
     import torch
 
@@ -214,7 +220,8 @@ def _worker_init() -> None:
     quiet_libraries()
 
 
-def run_group(cell_dicts: list[dict[str, Any]], root: str, out: str, progress: bool = False) -> list[dict[str, Any]]:
+def run_group(cell_dicts: list[dict[str, Any]], root: str, out: str, progress: bool = False,
+              logger: str = "csv") -> list[dict[str, Any]]:
     """Run cells that share a training identity one after the other; the first one trains, the rest reuse it."""
     from .execute import run_cell
     from .records import Cell
@@ -224,7 +231,7 @@ def run_group(cell_dicts: list[dict[str, Any]], root: str, out: str, progress: b
         cell = Cell(**d)
         source = trained
         share = (lambda c=cell, s=source: share_training(Path(out), s, c)) if source is not None else None
-        rec = run_cell(cell, root, out, progress=progress, skip_done=True, on_claim=share)
+        rec = run_cell(cell, root, out, progress=progress, skip_done=True, on_claim=share, logger=logger)
         if rec["status"] in ("ok", "done"):
             trained = d
         results.append({"cell": d, "status": rec["status"], "error": rec.get("error"),
@@ -247,11 +254,16 @@ def task_cost(group: list) -> float:
     return steps + 10.0 * len(group)
 
 
-def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: bool = False) -> dict[str, int]:
+def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: bool = False,
+              logger: str = "csv") -> dict[str, int]:
     """Run the cells without an ok record, in `jobs` single-threaded worker processes (1: in this process).
 
     Cells that differ only in their gallery form one task, so they train once; the dearest tasks go first, so
-    that no worker is left with a long one at the end."""
+    that no worker is left with a long one at the end. A bar counts the cells done (failures print under
+    --quiet as well)."""
+    from rich.console import Console
+
+    from ..progress import bar
     from .records import Cell, existing_ok_record
     from .suite_run import register_expected
 
@@ -267,11 +279,13 @@ def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: 
         console.print(f"[dim]{summary['skipped']} of {len(cells)} cells are done already[/]")
     tasks = sorted(groups.values(), key=lambda g: -task_cost(g))
     todo, t0, done = sum(len(g) for g in tasks), time.perf_counter(), 0
+    alert = Console(soft_wrap=True)
 
     def report(results: list[dict[str, Any]]) -> None:
         nonlocal done
         for res in results:
             done += 1
+            cells_bar.update(done)
             cell, status = Cell(**res["cell"]), res["status"]
             summary[{"done": "skipped"}.get(status, status) if status in (*summary, "done") else "failed"] += 1
             head = (f"[{done}/{todo}] {cell.method} · {cell.dataset}/{cell.protocol} · {cell.holdout or '-'} · "
@@ -282,36 +296,45 @@ def run_cells(cells: list, root: Path, out: Path, jobs: int, console, progress: 
                 console.print(f"{head}: [yellow]skipped[/], " + (res["error"] if status == "claimed" else "done by "
                                                                  "another runner"))
             else:
-                console.print(f"{head}: [red]{status}[/] {res['error']}")
+                alert.print(f"{head}: [red]{status}[/] {res['error']}")
 
     if not tasks:
         return summary
+    with bar("cells", todo, enabled=progress) as cells_bar:
+        _run_tasks(tasks, root, out, jobs, progress, logger, report)
+    return summary
+
+
+def _run_tasks(tasks: list, root: Path, out: Path, jobs: int, progress: bool, logger: str, report) -> None:
     if jobs == 1:  # single-threaded like the workers: results do not depend on --jobs
         from ..vlm.demo_clip import torch_threads
 
         with torch_threads(1):
             for group in tasks:
-                report(run_group([c.to_dict() for c in group], str(root), str(out), progress))
-        return summary
+                report(run_group([c.to_dict() for c in group], str(root), str(out), progress, logger))
+        return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-        futures = [pool.submit(run_group, [c.to_dict() for c in g], str(root), str(out)) for g in tasks]
+        futures = [pool.submit(run_group, [c.to_dict() for c in g], str(root), str(out), False, logger)
+                   for g in tasks]
         for fut in as_completed(futures):
             report(fut.result())
-    return summary
 
 
 # --- the command -----------------------------------------------------------------------------------------
 def demo_command(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ..leaderboard.cli import leaderboard_command
+    from ..progress import chatter, set_quiet
     from .cli import max_steps_label
+    from .loggers import check_logger
     from .suite import expand_suite, load_suite, parse_only
 
-    console = Console()
+    apply_quick(args)
+    set_quiet(args.quiet)
+    check_logger(args.logger)
+    console = chatter()  # progress lines: silent under --quiet
     quiet_libraries()
     t_start = time.perf_counter()
     root, out = Path(args.data_root), Path(args.out)
@@ -346,7 +369,7 @@ def demo_command(args: argparse.Namespace) -> int:
     set_aside_stale(out, bb.get("config_key"), console.print, cells)
     console.print(f"running {len(cells)} cells of suite '{suite.get('name', 'demo')}' into {out} "
                   f"({args.jobs} worker{'s' if args.jobs > 1 else ''})")
-    summary = run_cells(cells, root, out, args.jobs, console, progress=not args.no_progress)
+    summary = run_cells(cells, root, out, args.jobs, console, progress=not args.no_progress, logger=args.logger)
     times["cells"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -67,7 +67,7 @@ def global_rank() -> int:
 
 def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precision: str, progress: bool,
                devices: int = 1, strategy: str = "auto", data=None, *, budget: dict[str, Any],
-               test_selection: bool = False, num_nodes: int = 1) -> dict[str, Any]:
+               test_selection: bool = False, num_nodes: int = 1, logger: str = "none") -> dict[str, Any]:
     """Fit every phase in order, restoring each phase's best validation checkpoint.
 
     A finished phase leaves `selected.pt` (trainable state only) and `done.json`; an interrupted one
@@ -77,7 +77,21 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
     from: same batches and resume fast-forward, cached frozen features instead of pixels (H14).
     `budget` (plan_budget) gives each phase's steps and validation interval; `test_selection` selects on
     the test split where the protocol has no validation split (`paper` variant, explicitly allowed only).
+    One progress bar counts the planned steps of every phase; `logger` (runner/loggers.py) logs each phase.
     """
+    from .progress import cell_progress
+
+    label = f"{cell.method} · {cell.dataset}/{cell.protocol} · seed {cell.seed}"
+    with cell_progress(label, budget["phases"], progress and global_rank() == 0) as bar:
+        return _fit_phases(method, dm, cell, out_dir, accelerator, precision, bar, devices, strategy, data,
+                           budget, test_selection, num_nodes, logger)
+
+
+def _fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precision: str, bar, devices: int,
+                strategy: str, data, budget: dict[str, Any], test_selection: bool, num_nodes: int,
+                logger: str) -> dict[str, Any]:
+    from .loggers import phase_logger
+
     info: dict[str, Any] = {"phases": []}
     protocol_val = bool(dm.val_dataloader())
     has_val = protocol_val or test_selection
@@ -90,8 +104,10 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
     for plan in budget["phases"]:
         phase = plan["name"]
         method.set_phase(phase)
+        bar.start_phase(phase)
         if not any(p.requires_grad for p in method.parameters()):
             info["phases"].append({"name": phase, "steps": 0, "skipped": "no trainable parameters"})
+            bar.end_phase(plan["steps"])
             continue
         phase_dir = out_dir / "checkpoints" / cell.slug() / phase
         done = phase_dir / "done.json"
@@ -99,9 +115,12 @@ def fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisio
             method.load_state_dict(torch.load(phase_dir / "selected.pt", map_location=method.device), strict=False)
             restore_phase_end(method, phase_dir)
             info["phases"].append({**json.loads(done.read_text()), "reused": True})
+            bar.end_phase(plan["steps"])
             continue
+        log = phase_logger(logger, out_dir, cell.slug(), phase) if global_rank() == 0 else False
         info["phases"].append(_fit_one_phase(method, dm, plan, phase_dir, has_val, accelerator, precision,
-                                             progress, devices, strategy, source, num_nodes))
+                                             bar, devices, strategy, source, num_nodes, log))
+        bar.end_phase(plan["steps"])
     return info
 
 
@@ -113,8 +132,8 @@ class TestSelectionData(ValView):
 
 
 def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: bool, accelerator: str,
-                   precision: str, progress: bool, devices: int, strategy: str, source,
-                   num_nodes: int = 1) -> dict[str, Any]:
+                   precision: str, progress, devices: int, strategy: str, source,
+                   num_nodes: int = 1, logger: Any = False) -> dict[str, Any]:
     phase, steps = plan["name"], int(plan["steps"])
     pcfg = method.phase_config()
     dm.batch_size = int(plan["batch_size"])  # the cached loaders read it from `dm` too
@@ -122,7 +141,7 @@ def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: b
     trainer, ckpt = build_trainer(max_steps=steps, accelerator=accelerator, precision=precision,
                                   ckpt_dir=phase_dir, has_val=select_on_val, val_every=int(plan["val_every"]),
                                   progress=progress, early_stop_patience=plan["early_stop_patience"],
-                                  devices=devices, strategy=strategy, num_nodes=num_nodes)
+                                  devices=devices, strategy=strategy, num_nodes=num_nodes, logger=logger)
     resume = phase_dir / "resume.ckpt"
     resuming = resume.is_file()
     t0 = time.perf_counter()
@@ -180,7 +199,8 @@ def run_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, skip_don
 def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allow_download: bool = False,
                  accelerator: str = "auto", precision: str = "auto", num_workers: int = 0, progress: bool = True,
                  raise_errors: bool = False, devices: int = 1, strategy: str = "auto",
-                 feature_cache: bool = True, per_query_top_k: int = 100, num_nodes: int = 1) -> dict[str, Any]:
+                 feature_cache: bool = True, per_query_top_k: int = 100, num_nodes: int = 1,
+                 logger: str = "csv") -> dict[str, Any]:
     """Execute one cell and write its record (the caller holds its claim). XBenchErrors in set-up propagate
     when `raise_errors`. Class-retrieval cells save each query's top k gallery items (k: the largest metric
     cut-off, at most `per_query_top_k`; 0 saves nothing), AP and relevant count beside the record
@@ -238,7 +258,12 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
         if trains:
             record["training"] = fit_phases(method, dm, cell, out_dir, accelerator, precision, progress,
                                             devices, strategy, data, budget=budget, test_selection=test_selection,
-                                            num_nodes=num_nodes)
+                                            num_nodes=num_nodes, logger=logger)
+            from .loggers import logs_entry
+
+            logs = logs_entry(logger, out_dir, cell.slug())  # where `--logger` wrote (runner/loggers.py)
+            if logs is not None and global_rank() == 0:
+                record["logs"] = logs
         else:
             record["training"] = {"phases": [], "note": "no training"}
         record["budget"] = record_trained(budget, record["training"])

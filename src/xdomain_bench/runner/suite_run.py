@@ -36,11 +36,23 @@ def forget_expected(out_dir: Path, keys: set[str]) -> None:
 def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **run_kwargs: Any) -> dict[str, int]:
     from rich.console import Console
 
-    from .ddp import follow_rank0
-    from .execute import global_rank, run_cell
+    from ..progress import bar, is_quiet
+    from .execute import global_rank
 
     rank0 = global_rank() == 0  # DDP ranks > 0 re-run the whole command and train alongside rank 0
-    console = Console(quiet=not rank0, soft_wrap=True)  # piped output never wraps mid-line
+    console = Console(quiet=not rank0 or is_quiet(), soft_wrap=True)  # progress lines; piped output never wraps
+    results = Console(quiet=not rank0, soft_wrap=True)  # one line per cell run, the summary: also under --quiet
+    shown = run_kwargs.get("progress", True) and rank0
+    with bar("cells", len(cells), enabled=shown) as cells_bar:
+        summary = _run_cells(cells, data_root, out_dir, run_kwargs, console, results, cells_bar, rank0, shown)
+    return summary
+
+
+def _run_cells(cells: list[Cell], data_root, out_dir, run_kwargs: dict[str, Any], console, results, cells_bar,
+               rank0: bool, shown: bool) -> dict[str, int]:
+    from .ddp import follow_rank0
+    from .execute import run_cell
+
     out_dir = Path(out_dir)
     if rank0:
         register_expected(out_dir, cells)
@@ -52,26 +64,30 @@ def run_suite(cells: list[Cell], data_root: str | Path, out_dir: str | Path, **r
         if follow_rank0(existing_ok_record(out_dir, cell) is not None):  # DDP ranks skip what rank 0 skips
             summary["skipped"] += 1
             console.print(f"[dim]{head}: done already[/]")
+            cells_bar.update(i)
             continue
-        console.print(f"[bold]{head}[/]")
+        if not shown:  # else the cell's bar names it
+            console.print(f"[bold]{head}[/]")
         rec = run_cell(cell, data_root, out_dir, skip_done=True, **run_kwargs)
+        cells_bar.update(i)
         status = rec["status"]
         if not rank0:  # rank 0 reports and counts; a worker exiting non-zero would stop the whole run
             continue
         if status in ("claimed", "done"):  # another runner has it, or finished it meanwhile
             summary["claimed" if status == "claimed" else "skipped"] += 1
-            console.print(f"    [yellow]skipped[/]: {rec['error']}" if status == "claimed" else "    done already")
+            console.print(f"{head}: [yellow]skipped[/], {rec['error']}" if status == "claimed" else
+                          f"{head}: done already")
             continue
         if rec.get("claim_recovered"):
             console.print(f"    took over from a runner that died holding this cell: {describe(rec['claim_recovered'])}")
         summary[status if status in summary else "failed"] += 1
         if status == "ok":
-            console.print(f"    ok in {rec['timings']['total_s']:.1f} s")
+            results.print(f"{head}: ok in {rec['timings']['total_s']:.1f} s")
         elif status == "n/a":
-            console.print(f"    n/a: {rec['reason']}")
+            results.print(f"{head}: n/a, {rec['reason']}")
         else:
-            console.print(f"    [red]{status}[/]: {rec.get('error')}")
+            results.print(f"{head}: [red]{status}[/], {rec.get('error')}")
     claimed = f", {summary['claimed']} left to the runners that hold them" if summary["claimed"] else ""
-    console.print(f"suite: {summary['ok']} ran, {summary['skipped']} already done, {summary['failed']} failed, "
+    results.print(f"suite: {summary['ok']} ran, {summary['skipped']} already done, {summary['failed']} failed, "
                   f"{summary['n/a']} n/a{claimed}, in {time.perf_counter() - t0:.0f} s")
     return summary

@@ -48,8 +48,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir: Path, has_val: bool,
-                  val_every: int, devices: int | str = 1, strategy: str = "auto", progress: bool = True,
-                  num_nodes: int = 1, deterministic: bool = False, early_stop_patience: int | None = None) -> tuple[L.Trainer, ModelCheckpoint | None]:
+                  val_every: int, devices: int | str = 1, strategy: str = "auto", progress: Any = False,
+                  num_nodes: int = 1, deterministic: bool = False, early_stop_patience: int | None = None,
+                  logger: Any = False) -> tuple[L.Trainer, ModelCheckpoint | None]:
+    """`progress`: a callback drawing the cell's bar (runner/progress.py), or False. `logger`: a Lightning
+    logger (runner/loggers.py) or False; with one, every step is logged, learning rates included."""
     from .resume import FastForwardSampler, crash_callback
 
     callbacks: list[Any] = [FastForwardSampler(), *crash_callback()]
@@ -68,16 +71,18 @@ def build_trainer(*, max_steps: int, accelerator: str, precision: str, ckpt_dir:
     callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="resume", save_top_k=1, enable_version_counter=False,
                                      every_n_train_steps=None if has_val else val_every))
     if progress:
-        from lightning.pytorch.callbacks import RichProgressBar
+        callbacks.append(progress)
+    if logger:
+        from lightning.pytorch.callbacks import LearningRateMonitor
 
-        callbacks.append(RichProgressBar(leave=False))
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = L.Trainer(
         max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=devices, strategy=strategy,
-        num_nodes=num_nodes, precision=precision, logger=False, enable_checkpointing=True, enable_model_summary=False,
-        enable_progress_bar=progress, callbacks=callbacks, num_sanity_val_steps=0,
+        num_nodes=num_nodes, precision=precision, logger=logger, enable_checkpointing=True, enable_model_summary=False,
+        enable_progress_bar=False, callbacks=callbacks, num_sanity_val_steps=0,
         check_val_every_n_epoch=None if has_val else 1, val_check_interval=val_every if has_val else None,
         limit_val_batches=None if has_val else 0, default_root_dir=str(ckpt_dir), deterministic=deterministic,
-        log_every_n_steps=max(1, min(50, max_steps)),
+        log_every_n_steps=1,
         # Our train loaders use our own batch samplers (SeededBatches), which split batches across DDP
         # ranks themselves; every rank validates on the whole val split, so the selection score is exact.
         use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],

@@ -26,6 +26,7 @@ from PIL import Image
 
 from ..errors import BackboneError
 from ..paths import cache_dir
+from ..progress import bar
 from .backends import BACKENDS, tiny_clip_config
 from .preprocess import CLIP_MEAN, CLIP_STD
 
@@ -62,6 +63,13 @@ class DemoClipConfig:
     def key(self) -> str:
         blob = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# `demo-clip:quick`: a smaller, shorter-trained config for the quick check (`xbench demo --quick`); it pretrains
+# in seconds on one thread. Cached apart from the full config (its own hash); weak, but enough to exercise the path.
+PRESETS = {"quick": {"image_size": 32, "vision_width": 64, "vision_layers": 2, "text_width": 64, "text_layers": 2,
+                     "embed_dim": 64, "per_class_domain": 1, "steps": 60, "batch_size": 64, "warmup": 10,
+                     "threads": 1}}
 
 
 def captions_for(display: str, describe: str, domain: str) -> list[str]:
@@ -191,38 +199,39 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
     lab = torch.tensor(labels)
     attrs = [(e.spec.shape, e.spec.colour, e.spec.pattern, e.spec.part) for e in catalog]
     history, t0 = [], time.perf_counter()
-    for step in range(cfg.steps):
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        idx = sampler()
-        x = pool[idx].float() / 255.0
-        flip = torch.rand(len(idx), generator=gen) < 0.5
-        x[flip] = x[flip].flip(-1)
-        x = (x - mean) / std
-        texts, keys = [], []
-        for i in idx.tolist():
-            if float(torch.rand(1, generator=gen)) < cfg.attribute_captions:
-                text, key = attribute_caption(catalog[labels[i]].spec, domains[i], gen)
-            else:
-                text = captions[i][int(torch.randint(len(captions[i]), (1,), generator=gen))]
-                key = ("class", labels[i])
-            texts.append(text)
-            keys.append(key)
-        batch_labels = [labels[i] for i in idx.tolist()]
-        match = caption_matches(keys, batch_labels, [attrs[c] for c in batch_labels])
-        tok = tokenizer(texts, padding=True, truncation=True, max_length=cfg.context_length, return_tensors="pt")
-        img = F.normalize(_pooled(model.get_image_features(pixel_values=x)), dim=-1)
-        txt = F.normalize(_pooled(model.get_text_features(input_ids=tok["input_ids"],
-                                                          attention_mask=tok["attention_mask"])), dim=-1)
-        loss = contrastive_loss(img, txt, match, lab[idx], model.logit_scale.exp().clamp(max=100), cfg.image_loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0 or step == cfg.steps - 1:
-            history.append({"step": step + 1, "loss": round(loss.item(), 4)})
-            log(f"demo-clip pretraining step {step + 1}/{cfg.steps} loss {loss.item():.3f} "
-                f"({time.perf_counter() - t0:.0f} s)")
+    with bar("pretraining demo-clip", cfg.steps) as shown:  # a progress bar (off under --quiet)
+        for step in range(cfg.steps):
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = sampler()
+            x = pool[idx].float() / 255.0
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x[flip] = x[flip].flip(-1)
+            x = (x - mean) / std
+            texts, keys = [], []
+            for i in idx.tolist():
+                if float(torch.rand(1, generator=gen)) < cfg.attribute_captions:
+                    text, key = attribute_caption(catalog[labels[i]].spec, domains[i], gen)
+                else:
+                    text = captions[i][int(torch.randint(len(captions[i]), (1,), generator=gen))]
+                    key = ("class", labels[i])
+                texts.append(text)
+                keys.append(key)
+            batch_labels = [labels[i] for i in idx.tolist()]
+            match = caption_matches(keys, batch_labels, [attrs[c] for c in batch_labels])
+            tok = tokenizer(texts, padding=True, truncation=True, max_length=cfg.context_length, return_tensors="pt")
+            img = F.normalize(_pooled(model.get_image_features(pixel_values=x)), dim=-1)
+            txt = F.normalize(_pooled(model.get_text_features(input_ids=tok["input_ids"],
+                                                              attention_mask=tok["attention_mask"])), dim=-1)
+            loss = contrastive_loss(img, txt, match, lab[idx], model.logit_scale.exp().clamp(max=100), cfg.image_loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            shown.update(step + 1, info=f"loss {loss.item():.3f}")
+            if step % 50 == 0 or step == cfg.steps - 1:
+                history.append({"step": step + 1, "loss": round(loss.item(), 4)})
+    log(f"pretrained demo-clip in {time.perf_counter() - t0:.0f} s ({cfg.steps} steps, final loss {loss.item():.3f})")
     model.eval()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -298,13 +307,18 @@ def ensure_demo_clip(cfg: DemoClipConfig, log=print, force: bool = False) -> Pat
 
 
 def parse_demo_spec(arg: str) -> DemoClipConfig:
-    """`k=v,...` over DemoClipConfig's fields (integers and floats)."""
+    """`k=v,...` over DemoClipConfig's fields (integers and floats), after an optional preset name
+    (`quick`, PRESETS) whose values the pairs override."""
     defaults = asdict(DemoClipConfig())
     values: dict[str, Any] = {}
     for item in filter(None, arg.split(",")):
+        if item in PRESETS and not values:
+            values.update(PRESETS[item])
+            continue
         key, sep, value = item.partition("=")
         if not sep:
-            raise BackboneError(f"bad option '{item}' in backbone spec 'demo-clip:{arg}'; write key=value")
+            raise BackboneError(f"bad option '{item}' in backbone spec 'demo-clip:{arg}'; write key=value (after "
+                                f"an optional preset first: {', '.join(PRESETS)})")
         if key not in defaults:
             raise BackboneError(f"unknown option '{key}' in 'demo-clip:{arg}'; known: {', '.join(sorted(defaults))}")
         kind = type(defaults[key])
