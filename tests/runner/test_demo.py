@@ -132,6 +132,7 @@ def test_ci_slice_has_every_cell_and_matches_the_golden(ci_demo):
     long = pd.read_csv(run / "leaderboard.csv", keep_default_na=False)
     assert set(long["backbone"]) == {CI_BACKBONE}
     assert main(["regress", str(run), "--against", str(GOLDEN_CI)]) == 0
+    assert "<h2 id=\"leaderboard\">" in (run / "report.html").read_text(encoding="utf-8")  # the demo's last step
 
 
 @pytest.mark.slow
