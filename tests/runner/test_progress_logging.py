@@ -179,3 +179,24 @@ def test_pretraining_draws_a_bar_not_lines(tmp_path, monkeypatch, capsys):
     info = pretrain(DemoClipConfig(**{**PRESETS["quick"], "steps": 3}), tmp_path, lines.append)
     assert seen == [1, 2, 3] and [h["step"] for h in info["history"]] == [1, 3]
     assert len(lines) == 2 and lines[0].startswith("rendered ") and lines[1].startswith("pretrained demo-clip in ")
+
+
+def test_quick_folders_are_apart_from_the_demo(tmp_path, capsys):
+    import argparse
+
+    from xdomain_bench.runner.demo import apply_quick
+
+    def resolved(**flags):
+        args = argparse.Namespace(**{**dict(quick=False, scale=None, seeds=None, max_steps=None, backbone=None,
+                                            data_root=None, out=None), **flags})
+        apply_quick(args)
+        return args
+
+    full, quick, tiny = resolved(), resolved(quick=True), resolved(scale="tiny")
+    assert (full.data_root, full.out) == ("data_synth/demo", "runs/demo")
+    assert (quick.data_root, quick.out, quick.scale) == ("data_synth/demo_tiny", "runs/quick", "tiny")
+    assert (quick.backbone, quick.seeds, quick.max_steps) == ("demo-clip:quick", "0", 2)
+    assert (tiny.data_root, tiny.out) == ("data_synth/demo_tiny", "runs/demo_tiny")
+    assert resolved(quick=True, seeds="0,1", out="o").seeds == "0,1"  # explicit flags win
+    assert main(["demo", "--quick", "--scale", "small", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("xbench: error: --quick runs the tiny trees")

@@ -64,6 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def apply_quick(args: argparse.Namespace) -> None:
     """--quick's settings (flags given explicitly win) and the default folders of the chosen scale."""
     if args.quick:
+        if args.scale not in (None, QUICK["scale"]):
+            raise ConfigError(f"--quick runs the {QUICK['scale']} trees; drop --scale {args.scale}, or drop --quick")
         for key, value in QUICK.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
