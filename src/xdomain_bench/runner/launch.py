@@ -199,11 +199,17 @@ def run_local(cells: list[Cell], data_root: str | Path, out: str | Path, jobs: i
     console.print(f"running {len(todo)} cells in {jobs} worker processes "
                   f"({'one GPU' if on_gpu else f'{threads} CPU thread(s)'} each); {summary['skipped']} done already")
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(gpus, threads)) as pool:
-        futures = [pool.submit(run_one, c.to_dict(), str(data_root), str(out), kwargs) for c in todo]
+    from ..progress import bar
+
+    # one bar here for the cells done; none in the workers (parallel processes cannot share one display)
+    with bar("cells", len(todo), enabled=kwargs.get("progress", True)) as cells_bar, \
+            ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                initargs=(gpus, threads)) as pool:
+        futures = [pool.submit(run_one, c.to_dict(), str(data_root), str(out), {**kwargs, "progress": False})
+                   for c in todo]
         for done, fut in enumerate(as_completed(futures), 1):
             tally(summary, fut.result(), console, done, len(todo))
+            cells_bar.update(done)
     console.print(f"suite: {summary['ok']} ran, {summary['skipped']} already done, {summary['failed']} failed, "
                   f"{summary['n/a']} n/a, {summary['claimed']} left to the runners that hold them, in "
                   f"{time.perf_counter() - t0:.0f} s")
