@@ -126,7 +126,6 @@ def test_quiet_prints_results_and_errors_only(synth_all, tmp_path, monkeypatch, 
     assert rc == 0 and captured.out.strip().startswith("suite: 0 ran, 2 already done") and captured.err == ""
 
 
-@pytest.mark.slow
 def test_quick_check_runs_whole_path_apart_from_the_demo(tmp_path, monkeypatch, capfd):
     """`xbench demo --quick` (two methods here, to keep the test short): tiny trees and the quick demo-clip in
     their own folders and cache entry, cells, leaderboard naming the backbone; the full demo's data folder, run
@@ -140,6 +139,9 @@ def test_quick_check_runs_whole_path_apart_from_the_demo(tmp_path, monkeypatch, 
     captured = capfd.readouterr()
     assert rc == 0, captured.err
     assert captured.err == ""
+    for chatter in ("synthesising", "pretrain", "running ", "demo summary", "ok in"):  # --quiet: results only
+        assert chatter not in captured.out
+    assert "zero_shot" in captured.out and "linear_probe" in captured.out  # the leaderboard tables
     quick = parse_demo_spec("quick")
     assert is_cached(quick) and not demo_clip_dir(DemoClipConfig()).exists()
     for name in ("CUB_200_2011", "DomainNet"):
