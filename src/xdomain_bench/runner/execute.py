@@ -131,6 +131,15 @@ class TestSelectionData(ValView):
         super().__init__(base, lambda b: b.test_dataloader())
 
 
+def _selects_on_test(source) -> bool:
+    """Whether `source`, or a view it wraps (e.g. the DDP-sharded validation view), selects on the test split."""
+    while source is not None:
+        if isinstance(source, TestSelectionData):
+            return True
+        source = getattr(source, "base", None)
+    return False
+
+
 def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: bool, accelerator: str,
                    precision: str, progress, devices: int, strategy: str, source,
                    num_nodes: int = 1, logger: Any = False) -> dict[str, Any]:
@@ -153,7 +162,7 @@ def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: b
     if ckpt is not None and ckpt.best_model_path:
         state = torch.load(ckpt.best_model_path, map_location=method.device, weights_only=False)
         method.load_state_dict(state["state_dict"], strict=False)
-        split = "test" if isinstance(getattr(source, "base", source), TestSelectionData) else "val"
+        split = "test" if _selects_on_test(source) else "val"
         entry["selected"] = {"metric": method.info.selection_metric, "split": split,
                              "value": float(ckpt.best_model_score), "step": int(state.get("global_step", -1))}
     else:
@@ -272,7 +281,9 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
         t_eval = time.perf_counter()
         from ..eval.per_query import PerQuery, top_k_size
 
-        pq = PerQuery(top_k_size(dm.info.metrics, per_query_top_k)) if per_query_top_k > 0 else None
+        # class retrieval only: image-text relevance is not "same class", and its metric names are not @k cut-offs
+        keep = per_query_top_k > 0 and dm.info.task != "itr"
+        pq = PerQuery(top_k_size(dm.info.metrics, per_query_top_k)) if keep else None
         result = evaluate_test(method, dm, precision, loaders=data, on_chunk=pq)
         t_end = time.perf_counter()
         if global_rank() != 0:
