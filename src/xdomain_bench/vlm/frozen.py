@@ -134,12 +134,7 @@ class FrozenVLM(nn.Module):
         else:
             raise ConfigError(f"prompt_position must be 'prepend' or 'append', not {prompt_position!r}")
         x = self.vision.pre_layrnorm(torch.cat(seq, dim=1))
-        slots = None
-        if deep_prompts is not None:
-            if n_prompt == 0:
-                raise ConfigError("deep_prompts need layer-0 prompts to define their slots")
-            slots = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
-            slots[:, first:first + n_prompt] = True
+        slots = deep_prompt_slots(x, first, n_prompt) if deep_prompts is not None else None
         layers = self.vision.encoder.layers
         x, attn = run_layers(layers, x, slots=slots, deep=deep_prompts, q_adapters=q_adapters,
                              k_adapters=k_adapters, attention_layer=len(layers) - 1 if return_attention else None)
@@ -275,3 +270,12 @@ class FrozenVLM(nn.Module):
             order.append(rows)
         pooled = torch.cat(parts, dim=1)[:, torch.argsort(torch.cat(order))]  # (G, N, T), input order
         return self.clip.text_projection(pooled)
+
+
+def deep_prompt_slots(x: Tensor, first: int, n_prompt: int) -> Tensor:
+    """(B, N) mask of the prompt tokens (positions first..first+n_prompt) that deep prompts overwrite per layer."""
+    if n_prompt == 0:
+        raise ConfigError("deep_prompts need layer-0 prompts to define their slots")
+    slots = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+    slots[:, first:first + n_prompt] = True
+    return slots

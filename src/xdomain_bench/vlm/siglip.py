@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import BackboneError, ConfigError
 from .backends import BACKENDS
-from .frozen import FrozenVLM, ImageOutput, TextOutput, TokenBatch
+from .frozen import FrozenVLM, ImageOutput, TextOutput, TokenBatch, deep_prompt_slots
 from .hf_clip import (
     WEIGHT_FILES,
     _from_pretrained,
@@ -109,12 +109,7 @@ class SiglipVLM(FrozenVLM):
             first = 0 if prompt_position == "prepend" else patches.shape[1]
             seq = [prompts, patches] if prompt_position == "prepend" else [patches, prompts]
         x = torch.cat(seq, dim=1)
-        slots = None
-        if deep_prompts is not None:
-            if n_prompt == 0:
-                raise ConfigError("deep_prompts need layer-0 prompts to define their slots")
-            slots = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
-            slots[:, first:first + n_prompt] = True
+        slots = deep_prompt_slots(x, first, n_prompt) if deep_prompts is not None else None
         x, _ = run_layers(self.vision.encoder.layers, x, slots=slots, deep=deep_prompts, q_adapters=q_adapters,
                           k_adapters=k_adapters)
         normed = self.vision.post_layernorm(x)
