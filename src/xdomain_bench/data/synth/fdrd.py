@@ -122,9 +122,8 @@ def _colour_name(pixels: np.ndarray) -> str:
     return min(COLOURS, key=lambda c: float(((np.array(COLOURS[c]) - mean) ** 2).sum()))
 
 
-def _caption(display: str, spec: ObjectSpec, box: tuple[int, int, int, int], img: Image.Image,
-             size: int) -> str:
-    """Attribute caption grounded in the rendered image: class, size, object, place, background colours."""
+def scene_words(box: tuple[int, int, int, int], img: Image.Image, size: int) -> tuple[str, str, str]:
+    """What a caption can say about one render besides its class: size word, place, background colours."""
     cx, cy = (box[0] + box[2]) / size / 2, (box[1] + box[3]) / size / 2
     horiz = "left" if cx < 0.53 else "right" if cx > 0.62 else "centre"
     vert = "top" if cy < 0.44 else "bottom" if cy > 0.53 else "middle"
@@ -132,9 +131,14 @@ def _caption(display: str, spec: ObjectSpec, box: tuple[int, int, int, int], img
     size_word = "small" if area < 0.17 else "large" if area > 0.25 else "medium"
     arr = np.asarray(img, dtype=np.float64)
     left, right = _colour_name(arr[:, :3]), _colour_name(arr[:, -3:])
-    bg = left if left == right else f"{left}-to-{right}"
-    return (f"a photo of a {display}, a {size_word} {spec.describe()} at the {vert} {horiz} "
-            f"on a {bg} background.")
+    return size_word, f"{vert} {horiz}", left if left == right else f"{left}-to-{right}"
+
+
+def _caption(display: str, spec: ObjectSpec, box: tuple[int, int, int, int], img: Image.Image,
+             size: int) -> str:
+    """Attribute caption grounded in the rendered image: class, size, object, place, background colours."""
+    size_word, place, bg = scene_words(box, img, size)
+    return f"a photo of a {display}, a {size_word} {spec.describe()} at the {place} on a {bg} background."
 
 
 def _draw(root: Path, ds: str, names: list[str], scale: str, rng: np.random.Generator,
