@@ -22,18 +22,13 @@ def test_line_domains_draw_unfilled_strokes_in_the_object_colour(domain):
     assert (centre == 255).all()  # not filled
 
 
-def test_sketch_is_a_clean_hatched_quickdraw_with_the_same_pen():
-    def ink(domain, pattern, seed=0):
-        img, _ = render(ObjectSpec("square", "red", pattern, "none"), domain, np.random.default_rng(seed), size=64)
-        return (np.asarray(img) != 255).any(-1)
+def test_sketch_strokes_are_wider_than_quickdraw_and_hatch_patterns():
+    def ink(domain, pattern):
+        img, _ = render(ObjectSpec("circle", "red", pattern, "none"), domain, np.random.default_rng(0), size=64)
+        return int((np.asarray(img) != 255).any(-1).sum())
 
-    def median_run(mask):  # the typical horizontal run of ink: the pen's width where a stroke crosses a row
-        runs = [len(r) for row in mask for r in "".join("x" if v else " " for v in row).split()]
-        return float(np.median(runs))
-
-    for seed in range(3):
-        assert median_run(ink("sketch", "plain", seed)) == median_run(ink("quickdraw", "plain", seed)) == 2.0
-    assert ink("sketch", "striped").sum() > ink("sketch", "plain").sum()  # patterns are hatched
+    assert ink("sketch", "plain") > ink("quickdraw", "plain")
+    assert ink("sketch", "striped") > ink("sketch", "plain")
 
 
 # sha256[:16] of 3 renders x 3 classes per source domain. demo-clip is pretrained on these renders and cached by

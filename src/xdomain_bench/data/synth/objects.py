@@ -195,7 +195,7 @@ def render(spec: ObjectSpec, domain: str, rng: np.random.Generator, size: int = 
     jitter = rng.integers(-15, 16, size=3)
     rgb = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(spec.rgb, jitter))
     if domain in ("sketch", "quickdraw"):  # coloured-pencil strokes on white: shape, parts, colour; no fill
-        width = 2  # one pen for both: a sketch is a clean, hatched quickdraw (the bridge to a held-out sketch)
+        width = 2 if domain == "quickdraw" else 3
         if domain == "quickdraw":
             poly = [(x + rng.normal(0, r * 0.06), y + rng.normal(0, r * 0.06)) for x, y in poly]
         draw.line(poly + [poly[0]], fill=rgb, width=width)
