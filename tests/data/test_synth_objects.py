@@ -55,12 +55,3 @@ def test_filled_domains_fill_the_object_with_its_colour():
     img, (x0, y0, x1, y1) = render(spec, "real", np.random.default_rng(7), size=64)
     filled = np.asarray(img)[(y0 + y1) // 2, (x0 + x1) // 2].astype(int)
     assert np.abs(filled - np.array(COLOURS["green"])).max() < 80
-
-
-def test_scale_range_sets_the_object_radius():
-    """A plain circle on clipart's white ground: its ink spans the diameter, 2 x radius (+ the 2 px outline)."""
-    for side, share in ((96, 0.10), (64, 0.22)):
-        img, _ = render(ObjectSpec("circle", "blue", "plain", "none"), "clipart", np.random.default_rng(1),
-                        size=side, scale_range=(share, share))
-        cols = np.nonzero((np.asarray(img) < 250).any(-1).any(0))[0]
-        assert abs((cols.max() - cols.min() + 1) - 2 * share * side) <= 3

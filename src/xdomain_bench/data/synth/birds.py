@@ -13,13 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .objects import COLOURS, PARTS, PATTERNS, SHAPES, ObjectSpec, render
-from .sketch_pairs import fresh_tree, image_rng, save_image, write_synth_marker
-
-# Birds are small in their photos, as in CUB: a 96 px image, the bird's radius 9-13 % of the side (other
-# synthetic photos: 64 px, 18-26 %). At the backbone's input size the whole image shows the bird at about
-# half the scale pretraining saw; a crop around its box shows it at the pretraining scale.
-BIRD_SIZE = 96
-BIRD_SCALE = (0.09, 0.13)
+from .sketch_pairs import IMAGE_SIZE, fresh_tree, image_rng, save_image, write_synth_marker
 
 
 def _stable(text: str) -> int:
@@ -64,8 +58,7 @@ def write_cub_tree(root: str | Path, folder: str, all_classes: Sequence[str], cl
             short = cls.split(".", 1)[1]
             for k in range(per_class):
                 image_id = len(images) + 1
-                img, (x0, y0, x1, y1) = render(specs[cls], "photo", image_rng(seed, "cub", cls, k), size=BIRD_SIZE,
-                                               scale_range=BIRD_SCALE)
+                img, (x0, y0, x1, y1) = render(specs[cls], "photo", image_rng(seed, "cub", cls, k), size=IMAGE_SIZE)
                 name = f"{cls}/{short}_{k + 1:04d}_{image_id}.jpg"
                 save_image(img, tmp / "images" / name)
                 images.append(f"{image_id} {name}")

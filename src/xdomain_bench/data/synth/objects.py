@@ -173,14 +173,12 @@ def _background(domain: str, size: int, rng: np.random.Generator) -> Image.Image
     return Image.new("RGB", (size, size), (255, 255, 255))
 
 
-def render(spec: ObjectSpec, domain: str, rng: np.random.Generator, size: int = 64,
-           scale_range: tuple[float, float] = (0.18, 0.26)) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """Render one instance; returns the image and the object's pixel box (x0, y0, x1, y1).
-    `scale_range`: the object's radius as a share of the image side (infograph: fixed 0.16)."""
+def render(spec: ObjectSpec, domain: str, rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """Render one instance; returns the image and the object's pixel box (x0, y0, x1, y1)."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown synthetic domain {domain}")
     img = _background(domain, size, rng)
-    scale = 0.16 if domain == "infograph" else float(rng.uniform(*scale_range))
+    scale = 0.16 if domain == "infograph" else float(rng.uniform(0.18, 0.26))
     r = size * scale
     cx = float(rng.uniform(r * 1.75, size - r * 1.75))
     cy = float(rng.uniform(r * 1.75, size - r * 1.75))
