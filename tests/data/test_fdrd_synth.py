@@ -5,6 +5,7 @@ through the adapter."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -142,3 +143,28 @@ def test_verify_flags_broken_files(tiny, adapter, tmp_path):
     joined = "\n".join(report.problems)
     assert f"pets_test.json: key '{key}': unreadable or truncated image" in joined
     assert "flower_test.json:3:" in joined and "malformed JSON" in joined
+
+
+CAPTION = re.compile(r"^a photo of a (?P<cls>.+?), a (?P<size>small|medium|large) (?P<obj>.+) at the "
+                     r"(?P<place>(?:top|middle|bottom) (?:left|centre|right)) on a (?P<bg>[a-z-]+) background(?: \(view \d+\))?\.$")
+
+
+@pytest.mark.parametrize("tag", ["pets", "flower"])
+def test_train_negatives_swap_one_scene_attribute_of_the_same_class(tiny, tag):
+    """Train captions' negatives are same-class hard negatives (DCAR weighs those 1 + alpha): the positive with
+    exactly one of size, place or background changed; test negatives stay class swaps."""
+    swapped = []
+    for entry in load(tiny, f"train/{tag}_train.json").values():
+        pos = CAPTION.match(entry["positive"]).groupdict()
+        assert entry["negative"] and len(set(entry["negative"])) == len(entry["negative"])
+        for neg in entry["negative"]:
+            got = CAPTION.match(neg).groupdict()
+            diff = [k for k in pos if pos[k] != got[k]]
+            assert len(diff) == 1 and diff[0] in ("size", "place", "bg"), (entry["positive"], neg)
+            swapped += diff
+    assert set(swapped) == {"size", "place", "bg"}
+    for entry in load(tiny, f"test/{tag}_test.json").values():
+        pos = CAPTION.match(entry["positive"]).groupdict()
+        texts = {" ".join(n.split()) for n in entry["negative"]} - {entry["positive"]}  # the quirks aside
+        classes = {CAPTION.match(n).group("cls") for n in texts}
+        assert pos["cls"] not in classes

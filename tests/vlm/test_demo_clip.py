@@ -101,7 +101,7 @@ def test_pretraining_pool_never_renders_held_out_domains(monkeypatch):
 
     monkeypatch.setattr(objects, "render", spy)
     cfg = dc.parse_demo_spec(TINY)
-    pool, labels, domains, captions = dc.render_pool(cfg, log=lambda *_: None)
+    pool, labels, domains, captions, _ = dc.render_pool(cfg, log=lambda *_: None)
     assert set(seen) == set(domains) == {"real", "clipart", "painting", "photo"}
     assert not set(seen) & HELD_OUT
     catalog = appearance_catalog()
@@ -114,7 +114,7 @@ def test_captions_name_the_class_and_its_attributes():
 
     cfg = dc.parse_demo_spec(TINY)
     catalog = appearance_catalog()
-    _, labels, domains, captions = dc.render_pool(cfg, log=lambda *_: None)
+    _, labels, domains, captions, _ = dc.render_pool(cfg, log=lambda *_: None)
     for i in range(0, len(labels), 97):
         entry = catalog[labels[i]]
         assert all(entry.display in c for c in captions[i])
@@ -124,6 +124,28 @@ def test_captions_name_the_class_and_its_attributes():
     text = dc.captions_for(carrier.display, carrier.spec.describe(), "painting")[0]
     assert "aircraft carrier" in text and "painting" in text
     assert all(word in text for word in carrier.spec.attributes())
+
+
+def test_scene_captions_match_their_own_render_only():
+    keys = [("image", 5), ("class", 1), ("image", 9)]
+    match = dc.caption_matches(keys, [1, 1, 2], [("circle", "red", "plain", "none")] * 3)
+    assert match.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
+
+
+def test_vocabulary_spells_every_word_of_a_synthetic_fdrd_caption(cache, tmp_path):
+    """Scene captions teach the words FDRD's captions use (size, place, background): each is one token."""
+    from transformers import CLIPTokenizer
+
+    from xdomain_bench.data.synth.fdrd import write_synth
+
+    tok = CLIPTokenizer.from_pretrained(str(cache["path"]))
+    root = write_synth(tmp_path, "tiny", seed=0)
+    entries = json.loads((root / "test" / "pets_test.json").read_text())
+    words = {w for e in entries.values() for w in e["positive"].lower().replace("-", " ").replace(",", " ")
+             .replace(".", " ").replace("_", " ").split()}
+    assert {"background", "at", "small", "top"} <= words  # the scene words are there to check
+    for word in sorted(words):
+        assert len(tok.tokenize(word)) == 1, word
 
 
 def test_backend_loads_through_the_frozen_interface(cache, monkeypatch):

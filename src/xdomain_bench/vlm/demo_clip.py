@@ -30,7 +30,9 @@ from ..progress import bar
 from .backends import BACKENDS, tiny_clip_config
 from .preprocess import CLIP_MEAN, CLIP_STD
 
-VERSION = 3  # bump when pretraining changes in a way the config does not show
+VERSION = 4  # bump when pretraining changes in a way the config does not show
+SCENE_WORDS = ("small", "medium", "large", "at", "top", "middle", "bottom", "left", "centre", "right", "background",
+               "to")
 DOMAIN_WORDS = {"real": "photo", "photo": "photo", "clipart": "clipart", "painting": "painting"}
 
 
@@ -58,6 +60,7 @@ class DemoClipConfig:
     image_loss: float = 0.5  # weight of the image-image class-contrastive term (0: image-text only)
     paired: int = 1  # 1: class-paired batches (see batch_size); 0: uniform over the pool
     attribute_captions: float = 0.5  # share of captions naming a random subset of attributes instead of the class
+    scene_captions: float = 0.25  # share of the rest describing that one render: class, size, place, background
     threads: int = 2  # torch CPU threads: the weights depend on it, so it is part of the config (and its hash)
 
     def key(self) -> str:
@@ -78,19 +81,26 @@ def captions_for(display: str, describe: str, domain: str) -> list[str]:
             f"a photo of a {display}."]
 
 
-def render_pool(cfg: DemoClipConfig, log=print) -> tuple[torch.Tensor, list[int], list[str], list[list[str]]]:
-    """Images (uint8, N×3×S×S), class index, domain and candidate captions per image."""
+def scene_caption(display: str, describe: str, domain: str, words: tuple[str, str, str]) -> str:
+    size_word, place, bg = words
+    return f"a {DOMAIN_WORDS[domain]} of a {display}, a {size_word} {describe} at the {place} on a {bg} background."
+
+
+def render_pool(cfg: DemoClipConfig, log=print) -> tuple[torch.Tensor, list[int], list[str], list[list[str]], list[str]]:
+    """Images (uint8, N×3×S×S), class index, domain, candidate class captions and a scene caption per image."""
     from ..data.synth.catalog import appearance_catalog
+    from ..data.synth.fdrd import scene_words
     from ..data.synth.objects import render
 
     catalog = appearance_catalog()
     rng = np.random.default_rng(cfg.seed)
-    images, labels, domains, captions = [], [], [], []
+    images, labels, domains, captions, scenes = [], [], [], [], []
     t0 = time.perf_counter()
     for ci, entry in enumerate(catalog):
         for domain in entry.domains:
             for _ in range(cfg.per_class_domain):
-                img, _ = render(entry.spec, domain, rng, size=64)
+                img, box = render(entry.spec, domain, rng, size=64)
+                scenes.append(scene_caption(entry.display, entry.spec.describe(), domain, scene_words(box, img, 64)))
                 if cfg.image_size != 64:
                     img = img.resize((cfg.image_size, cfg.image_size), Image.BICUBIC)
                 images.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
@@ -98,7 +108,7 @@ def render_pool(cfg: DemoClipConfig, log=print) -> tuple[torch.Tensor, list[int]
                 domains.append(domain)
                 captions.append(captions_for(entry.display, entry.spec.describe(), domain))
     log(f"rendered {len(images)} pretraining images of {len(catalog)} classes in {time.perf_counter() - t0:.0f} s")
-    return torch.from_numpy(np.stack(images)), labels, domains, captions
+    return torch.from_numpy(np.stack(images)), labels, domains, captions, scenes
 
 
 class BatchSampler:
@@ -142,10 +152,12 @@ def attribute_caption(spec, domain: str, gen: torch.Generator) -> tuple[str, tup
 
 
 def caption_matches(keys: list[tuple], labels: list[int], attrs: list[tuple]) -> torch.Tensor:
-    """match[i, j]: caption i describes image j (its class, or every attribute it names)."""
+    """match[i, j]: caption i describes image j (its class, every attribute it names, or that one render)."""
     out = torch.zeros(len(keys), len(labels), dtype=torch.bool)
     for i, key in enumerate(keys):
-        if key[0] == "class":
+        if key[0] == "image":
+            out[i, i] = True
+        elif key[0] == "class":
             out[i] = torch.tensor([c == key[1] for c in labels])
         else:
             out[i] = torch.tensor([all(k is None or k == v for k, v in zip(key, a)) for a in attrs])
@@ -182,10 +194,10 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     catalog = appearance_catalog()
-    words = [e.display for e in catalog] + [e.spec.describe() for e in catalog]
+    words = [e.display for e in catalog] + [e.spec.describe() for e in catalog] + list(SCENE_WORDS)
     tokenizer = build_clip_tokenizer(words + list(DOMAIN_WORDS.values()) + ["object"],
                                      model_max_length=cfg.context_length)
-    pool, labels, domains, captions = render_pool(cfg, log)
+    pool, labels, domains, captions, scenes = render_pool(cfg, log)
     model_cfg = tiny_clip_config({k: getattr(cfg, k) for k in ("image_size", "patch_size", "vision_width",
                                   "vision_layers", "vision_heads", "text_width", "text_layers", "text_heads",
                                   "embed_dim", "context_length")}, len(tokenizer))
@@ -213,6 +225,8 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
             for i in idx.tolist():
                 if float(torch.rand(1, generator=gen)) < cfg.attribute_captions:
                     text, key = attribute_caption(catalog[labels[i]].spec, domains[i], gen)
+                elif cfg.scene_captions and float(torch.rand(1, generator=gen)) < cfg.scene_captions:
+                    text, key = scenes[i], ("image", i)
                 else:
                     text = captions[i][int(torch.randint(len(captions[i]), (1,), generator=gen))]
                     key = ("class", labels[i])

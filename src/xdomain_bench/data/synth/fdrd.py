@@ -86,6 +86,8 @@ class _Image:
     split: str  # train / val / test
     number: str = ""  # flowers
     file_id: str = ""  # aircraft
+    scene: tuple[str, str, str] = ("", "", "")  # size word, place, background (scene_words)
+    subject: tuple[str, str] = ("", "")  # class as captions name it, its attribute description
 
 
 def write_synth(root: Path, scale: str = "tiny", seed: int = 0, image_size: int = 64) -> Path:
@@ -95,9 +97,11 @@ def write_synth(root: Path, scale: str = "tiny", seed: int = 0, image_size: int 
     rng = np.random.default_rng(seed)
     expected: dict[str, dict] = {"entries": {}, "classes": {}, "coop": {}, "unverified": []}
     quirks: dict[str, dict[str, int]] = {}
-    for ds, all_names in (("oxford_pets", PETS), ("oxford_flowers", FLOWERS), ("fgvc_aircraft", AIRCRAFT)):
+    for k, (ds, all_names) in enumerate((("oxford_pets", PETS), ("oxford_flowers", FLOWERS),
+                                         ("fgvc_aircraft", AIRCRAFT))):
         names = list(TINY[ds] if scale == "tiny" else all_names)
         images = _draw(root, ds, names, scale, rng, image_size)
+        _attribute_negatives(images, np.random.default_rng([seed, k]))  # own generator: test split unchanged
         quirks[ds] = _inject_quirks(images, rng, n=1 if scale == "tiny" else 2, root=root)
         _write_captions(root, ds, images)
         _write_splits(root, ds, names, images)
@@ -122,9 +126,8 @@ def _colour_name(pixels: np.ndarray) -> str:
     return min(COLOURS, key=lambda c: float(((np.array(COLOURS[c]) - mean) ** 2).sum()))
 
 
-def _caption(display: str, spec: ObjectSpec, box: tuple[int, int, int, int], img: Image.Image,
-             size: int) -> str:
-    """Attribute caption grounded in the rendered image: class, size, object, place, background colours."""
+def scene_words(box: tuple[int, int, int, int], img: Image.Image, size: int) -> tuple[str, str, str]:
+    """What a caption can say about one render besides its class: size word, place, background colours."""
     cx, cy = (box[0] + box[2]) / size / 2, (box[1] + box[3]) / size / 2
     horiz = "left" if cx < 0.53 else "right" if cx > 0.62 else "centre"
     vert = "top" if cy < 0.44 else "bottom" if cy > 0.53 else "middle"
@@ -132,9 +135,39 @@ def _caption(display: str, spec: ObjectSpec, box: tuple[int, int, int, int], img
     size_word = "small" if area < 0.17 else "large" if area > 0.25 else "medium"
     arr = np.asarray(img, dtype=np.float64)
     left, right = _colour_name(arr[:, :3]), _colour_name(arr[:, -3:])
-    bg = left if left == right else f"{left}-to-{right}"
-    return (f"a photo of a {display}, a {size_word} {spec.describe()} at the {vert} {horiz} "
-            f"on a {bg} background.")
+    return size_word, f"{vert} {horiz}", left if left == right else f"{left}-to-{right}"
+
+
+def _caption(display: str, spec: ObjectSpec, box: tuple[int, int, int, int], img: Image.Image,
+             size: int) -> str:
+    """Attribute caption grounded in the rendered image: class, size, object, place, background colours."""
+    return _compose(display, spec.describe(), scene_words(box, img, size))
+
+
+def _compose(display: str, describe: str, scene: tuple[str, str, str]) -> str:
+    size_word, place, bg = scene
+    return f"a photo of a {display}, a {size_word} {describe} at the {place} on a {bg} background."
+
+
+SIZES = ("small", "medium", "large")
+PLACES = tuple(f"{v} {h}" for v in ("top", "middle", "bottom") for h in ("left", "centre", "right"))
+
+
+def _attribute_negatives(images: list[_Image], rng: np.random.Generator) -> None:
+    """Train and val captions get same-class hard negatives: the caption with its size, place, background
+    and place again swapped for another value (background: another image's); test keeps class swaps."""
+    backgrounds = sorted({im.scene[2] for im in images})
+    for im in images:
+        if im.split == "test":
+            continue
+        out = []
+        for slot, pool in ((0, SIZES), (1, PLACES), (2, backgrounds), (1, PLACES)):
+            texts = [_compose(*im.subject, tuple(v if i == slot else w for i, w in enumerate(im.scene)))
+                     for v in pool if v != im.scene[slot]]
+            texts = [t for t in texts if t not in out]
+            if texts:
+                out.append(texts[int(rng.integers(len(texts)))])
+        im.negatives = out
 
 
 def _draw(root: Path, ds: str, names: list[str], scale: str, rng: np.random.Generator,
@@ -165,6 +198,7 @@ def _draw(root: Path, ds: str, names: list[str], scale: str, rng: np.random.Gene
             used.add(caption)
             number += 1
             im = _image(ds, name, i + 1, number, f"{int(ids[number]):07d}", caption, split)
+            im.scene, im.subject = scene_words(box, img, size), (_display(ds, name), specs[name].describe())
             path = root / im.relpath
             path.parent.mkdir(parents=True, exist_ok=True)
             img.save(path, quality=90)
