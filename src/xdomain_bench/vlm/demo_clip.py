@@ -50,7 +50,7 @@ class DemoClipConfig:
     text_layers: int = 3
     text_heads: int = 2
     embed_dim: int = 96
-    context_length: int = 64  # room for 16 prompt tokens before an FDRD caption (~29 tokens)
+    context_length: int = 40
     per_class_domain: int = 12  # pretraining renders per (class, source domain)
     steps: int = 400
     batch_size: int = 128  # images per step: batch_size / 2 classes, two renders each (two domains if it has them)
