@@ -48,6 +48,8 @@ BENCHES = [
                                   "--target", "0"], {}, "no target: the floor of the cache's gain"),
     Bench("step_cost", ["perf/bench_step_cost.py"], {}, "no target: each method's step against a zero-shot forward"),
     Bench("synth", ["perf/bench_synth.py"], {}, "no target: synthetic trees against plain writing of their files"),
+    Bench("launch", ["perf/bench_launch.py"], {},
+          "no target: smoke suite serial against --launcher local --jobs 2, and 1- against 2-process evaluation"),
 ]
 
 
