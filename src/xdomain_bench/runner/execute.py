@@ -58,6 +58,11 @@ def cell_data_options(cell: Cell, method_cls, cfg: dict[str, Any]) -> tuple[dict
     return options, allow
 
 
+def rank_device(accelerator: str) -> torch.device:
+    """This rank's device: its own GPU (LOCAL_RANK) under CUDA, else the CPU."""
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if accelerator == "cuda" else torch.device("cpu")
+
+
 def global_rank() -> int:
     """This process's rank under Lightning DDP (0 when not distributed)."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -277,7 +282,7 @@ def execute_cell(cell: Cell, data_root: str | Path, out_dir: str | Path, *, allo
             record["training"] = {"phases": [], "note": "no training"}
         record["budget"] = record_trained(budget, record["training"])
         record["selection"] = selection_of(record["training"])
-        method.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if accelerator == "cuda" else "cpu")
+        method.to(rank_device(accelerator))
         t_eval = time.perf_counter()
         from ..eval.per_query import PerQuery, top_k_size
 
@@ -328,7 +333,7 @@ def _train_features(method, dm, data, accelerator: str, precision: str) -> torch
         return feats[~torch.isnan(feats).any(dim=1)]
     from ..methods.feature_cache import FeatureCache
 
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if accelerator == "cuda" else "cpu"
+    device = rank_device(accelerator)
     cache = FeatureCache(method.vlm, kind="post_proj", device=device, precision=precision,
                          batch_size=dm.eval_batch_size, num_workers=dm.num_workers)
     return cache.role_features(dm, "train")[0]
@@ -343,7 +348,7 @@ def _cached_data(method, dm, budget: dict[str, Any], accelerator: str, precision
         return None
     from ..methods.feature_cache import CachedFeatureData
 
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if accelerator == "cuda" else "cpu"
+    device = rank_device(accelerator)
     roles = ("train", "val_query", "val_gallery") if trains else ()
     batches = None
     if trains and len(budget["phases"]) == 1:

@@ -161,7 +161,7 @@ def _init_worker(gpus, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from .demo import quiet_libraries
+    from ..progress import quiet_libraries
 
     quiet_libraries()
 
