@@ -1,6 +1,6 @@
 """What the report reads from a run folder: the ok records grouped by setting, their per-query results
-(runner/per_query.py) and the training logs Lightning's CSVLogger left under the folder
-(`.../<cell slug>/.../version_<n>/metrics.csv`)."""
+(runner/per_query.py) and the CSV training logs each record names (`OUT/logs/<cell slug>/<phase>/version_<n>/
+metrics.csv`, runner/loggers.py)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,6 @@ class RunFolder:
     n_records: int
     statuses: dict[str, int]
     notes: list[str] = field(default_factory=list)
-    _logs: dict[str, list[Path]] | None = None
 
     def by_setting(self) -> dict[tuple[str, ...], dict[str, list[Run]]]:
         """setting -> series (method, with backbone/budget where needed) -> runs by ascending seed."""
@@ -109,25 +108,20 @@ class RunFolder:
             return None
 
     def training_logs(self, run: Run) -> list[tuple[str, pd.DataFrame]]:
-        """(phase or '', metrics.csv rows) for each CSV log found under a folder named after the cell."""
-        if self._logs is None:
-            self._logs = defaultdict(list)
-            for path in sorted(self.out.rglob("metrics.csv")):
-                for part in path.relative_to(self.out).parts[:-1]:
-                    self._logs[part].append(path)
-        slug = run.cell.slug()
+        """(phase, metrics.csv rows) for each CSV log the record names (`logs`, runner/loggers.py)."""
+        entry = run.record.get("logs") or {}
+        if entry.get("kind") != "csv":
+            return []
         out = []
-        for path in self._logs.get(slug, []):
-            parts = path.relative_to(self.out).parts
-            after = parts[parts.index(slug) + 1:-1]
-            phase = next((p for p in after if not p.startswith("version_")), "")
+        for rel in entry.get("files", []):
+            path = self.out / entry["dir"] / rel  # <phase>/version_<n>/metrics.csv
             try:
                 frame = pd.read_csv(path)
             except (OSError, ValueError, pd.errors.ParserError) as exc:
                 self.notes.append(f"training log {path} unreadable: {exc}")
                 continue
             if "step" in frame.columns and len(frame):
-                out.append((phase, frame))
+                out.append((Path(rel).parts[0], frame))
         return out
 
 
