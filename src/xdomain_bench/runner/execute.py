@@ -101,7 +101,8 @@ def _fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisi
     protocol_val = bool(dm.val_dataloader())
     has_val = protocol_val or test_selection
     source = data if data is not None else dm
-    if test_selection and not protocol_val:
+    val_split = "test" if test_selection and not protocol_val else "val"  # what model selection looks at
+    if val_split == "test":
         source = TestSelectionData(source)
     if has_val and world()[1] > 1:  # each rank validates its share; the method gathers them (runner/ddp.py)
         method.val_expected = val_counts(source)
@@ -124,7 +125,7 @@ def _fit_phases(method, dm, cell: Cell, out_dir: Path, accelerator: str, precisi
             continue
         log = phase_logger(logger, out_dir, cell.slug(), phase) if global_rank() == 0 else False
         info["phases"].append(_fit_one_phase(method, dm, plan, phase_dir, has_val, accelerator, precision,
-                                             bar, devices, strategy, source, num_nodes, log))
+                                             bar, devices, strategy, source, num_nodes, log, val_split))
         bar.end_phase(plan["steps"])
     return info
 
@@ -136,18 +137,9 @@ class TestSelectionData(ValView):
         super().__init__(base, lambda b: b.test_dataloader())
 
 
-def _selects_on_test(source) -> bool:
-    """Whether `source`, or a view it wraps (e.g. the DDP-sharded validation view), selects on the test split."""
-    while source is not None:
-        if isinstance(source, TestSelectionData):
-            return True
-        source = getattr(source, "base", None)
-    return False
-
-
 def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: bool, accelerator: str,
                    precision: str, progress, devices: int, strategy: str, source,
-                   num_nodes: int = 1, logger: Any = False) -> dict[str, Any]:
+                   num_nodes: int = 1, logger: Any = False, val_split: str = "val") -> dict[str, Any]:
     phase, steps = plan["name"], int(plan["steps"])
     pcfg = method.phase_config()
     dm.batch_size = int(plan["batch_size"])  # the cached loaders read it from `dm` too
@@ -167,8 +159,7 @@ def _fit_one_phase(method, dm, plan: dict[str, Any], phase_dir: Path, has_val: b
     if ckpt is not None and ckpt.best_model_path:
         state = torch.load(ckpt.best_model_path, map_location=method.device, weights_only=False)
         method.load_state_dict(state["state_dict"], strict=False)
-        split = "test" if _selects_on_test(source) else "val"
-        entry["selected"] = {"metric": method.info.selection_metric, "split": split,
+        entry["selected"] = {"metric": method.info.selection_metric, "split": val_split,
                              "value": float(ckpt.best_model_score), "step": int(state.get("global_step", -1))}
     else:
         why = "no validation split" if not has_val else f"phase {phase} keeps its last weights (card)"
