@@ -182,3 +182,83 @@ def test_pretrain_demo_command_reports_the_cache(cache, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "is cached in" in out and dc.parse_demo_spec(TINY).key() in out
     assert f"demo-clip:{TINY}" in out.replace("\n", "")
+
+
+def _noisy_model(prompt_noise: float, **extra):
+    """A seeded two-layer CLIP with PromptNoise hooks, its tokenizer and the hooks object."""
+    from transformers import CLIPModel
+
+    from xdomain_bench.vlm.backends import tiny_clip_config
+    from xdomain_bench.vlm.tokenizer import build_clip_tokenizer
+
+    cfg = dc.DemoClipConfig(prompt_noise=prompt_noise, prompt_tokens=3, **extra)
+    tokenizer = build_clip_tokenizer(["red circle", "a photo of a"], model_max_length=24)
+    sizes = {"image_size": 16, "patch_size": 8, "vision_width": 32, "vision_layers": 2, "vision_heads": 2,
+             "text_width": 32, "text_layers": 2, "text_heads": 2, "embed_dim": 16, "context_length": 24}
+    torch.manual_seed(0)
+    model = CLIPModel(tiny_clip_config(sizes, len(tokenizer))).eval()
+    noise = dc.PromptNoise(model, tokenizer, cfg, torch.Generator().manual_seed(0))
+    return model, tokenizer, noise
+
+
+def test_prompt_noise_prefixes_a_share_of_captions_with_placeholders():
+    _, _, always = _noisy_model(1.0)
+    texts = ["a photo of a red circle."] * 200
+    out = always.captions(texts)
+    counts = [len(t.split()) - 6 for t in out]
+    assert all(t.endswith("a photo of a red circle.") for t in out)
+    assert all(t.split()[:c] == ["X"] * c for t, c in zip(out, counts))
+    assert set(counts) == {1, 2, 3}  # 1..prompt_tokens, each drawn
+    _, _, half = _noisy_model(0.5)
+    share = sum(t != texts[0] for t in half.captions(texts)) / len(texts)
+    assert 0.35 < share < 0.65
+    _, _, never = _noisy_model(0.0)
+    assert never.captions(texts) == texts
+
+
+def test_prompt_noise_replaces_only_placeholder_embeddings():
+    model, tokenizer, noise = _noisy_model(1.0)
+    ids = tokenizer(["X X a photo of a red circle.", "a red circle."], padding=True, return_tensors="pt")["input_ids"]
+    emb = model.text_model.embeddings.token_embedding
+    out = emb(ids)
+    reference = torch.nn.functional.embedding(ids, emb.weight)  # the table lookup, no hook
+    slots = ids == noise.placeholder_id
+    assert int(slots.sum()) == 2
+    assert torch.equal(out[~slots], reference[~slots])
+    assert not torch.allclose(out[slots], reference[slots])
+    assert 0.005 < float(out[slots].detach().std()) < 0.05  # CoOp-style N(0, 0.02) context
+
+
+def test_prompt_noise_appends_visual_tokens_and_overwrites_deep_slots():
+    model, tokenizer, noise = _noisy_model(1.0)
+    pixels = torch.randn(3, 3, 16, 16)
+    noise.visual, noise.deep = 0, False
+    plain = model.vision_model.embeddings(pixels)
+    noise.visual = 2
+    prompted = model.vision_model.embeddings(pixels)
+    assert prompted.shape[1] == plain.shape[1] + 2
+    assert torch.equal(prompted[:, : plain.shape[1]], plain)
+
+    seen = {}
+    layers = model.vision_model.encoder.layers
+    layers[0].register_forward_hook(lambda m, a, out: seen.__setitem__("after0", out[0] if isinstance(out, tuple)
+                                                                         else out))
+    layers[1].register_forward_pre_hook(lambda m, a: seen.__setitem__("into1", a[0]))  # runs after the noise hook
+    for deep in (False, True):
+        noise.deep = deep
+        model.vision_model(pixel_values=pixels)
+        after0, into1 = seen["after0"], seen["into1"]
+        assert torch.equal(into1[:, :-2], after0[:, :-2])
+        assert torch.equal(into1[:, -2:], after0[:, -2:]) is not deep
+
+    tok = tokenizer(["X X X a red circle."], return_tensors="pt")
+    slots = tok["input_ids"] == noise.placeholder_id
+    text_layers = model.text_model.encoder.layers
+    text_layers[0].register_forward_hook(lambda m, a, out: seen.__setitem__("t0", out[0] if isinstance(out, tuple)
+                                                                              else out))
+    text_layers[1].register_forward_pre_hook(lambda m, a: seen.__setitem__("t1", a[0]))
+    for deep in (False, True):
+        noise.deep = deep
+        model.text_model(**tok)
+        assert torch.equal(seen["t1"][~slots], seen["t0"][~slots])
+        assert torch.equal(seen["t1"][slots], seen["t0"][slots]) is not deep

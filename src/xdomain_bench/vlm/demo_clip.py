@@ -30,7 +30,7 @@ from ..progress import bar
 from .backends import BACKENDS, tiny_clip_config
 from .preprocess import CLIP_MEAN, CLIP_STD
 
-VERSION = 4  # bump when pretraining changes in a way the config does not show
+VERSION = 5  # bump when pretraining changes in a way the config does not show
 SCENE_WORDS = ("small", "medium", "large", "at", "top", "middle", "bottom", "left", "centre", "right", "background",
                "to")
 DOMAIN_WORDS = {"real": "photo", "photo": "photo", "clipart": "clipart", "painting": "painting"}
@@ -61,6 +61,8 @@ class DemoClipConfig:
     paired: int = 1  # 1: class-paired batches (see batch_size); 0: uniform over the pool
     attribute_captions: float = 0.5  # share of captions naming a random subset of attributes instead of the class
     scene_captions: float = 0.25  # share of the rest describing that one render: class, size, place, background
+    prompt_noise: float = 0.5  # share of captions (and of image batches) given 1..prompt_tokens random tokens
+    prompt_tokens: int = 16  # most random tokens inserted (prompt-slot noise, see `PromptNoise`)
     threads: int = 2  # torch CPU threads: the weights depend on it, so it is part of the config (and its hash)
 
     def key(self) -> str:
@@ -185,6 +187,82 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, match: torch.Tensor, 
     return loss
 
 
+class PromptNoise:
+    """Random tokens in the places where prompt methods put theirs, so that the towers learn to tolerate them.
+
+    Web-scale CLIP has read enough varied text that a few uninformative tokens barely move its features; a small
+    CLIP pretrained on templated captions has not. With version 4, untrained CoOp (16 random context vectors in
+    front of each caption) scored FDRD RSUM 27 against zero-shot's 188, and untrained DCAR 136; with this noise,
+    174 and 185 against 182. A share of the captions starts with a run of placeholder tokens whose embeddings
+    are replaced by fresh N(0, 0.02) vectors (the scale of the token embeddings and of CoOp's context init); a
+    share of the image batches gets random tokens appended after the patches, before the pre-layer norm, where
+    the suite inserts visual prompts; in a share of the steps those slots get fresh noise before every later
+    block as well, as deep prompts do. The noise says nothing about any class or caption: all it teaches is to
+    pass over tokens that carry no meaning."""
+
+    def __init__(self, model, tokenizer, cfg: DemoClipConfig, gen: torch.Generator) -> None:
+        from .frozen import PLACEHOLDER
+
+        self.cfg, self.gen, self.word = cfg, gen, PLACEHOLDER
+        ids = tokenizer(PLACEHOLDER, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise BackboneError(f"the demo-clip tokenizer spells the placeholder {PLACEHOLDER!r} as {len(ids)} tokens")
+        self.placeholder_id = ids[0]
+        self.visual, self.deep = 0, False
+        self._text_slots: torch.Tensor | None = None
+        model.text_model.embeddings.token_embedding.register_forward_hook(self._text_hook)
+        model.vision_model.embeddings.register_forward_hook(self._vision_hook)
+        for layer in model.text_model.encoder.layers[1:]:
+            layer.register_forward_pre_hook(self._deep_text_hook)
+        for layer in model.vision_model.encoder.layers[1:]:
+            layer.register_forward_pre_hook(self._deep_vision_hook)
+
+    def _count(self) -> int:
+        return int(torch.randint(1, self.cfg.prompt_tokens + 1, (1,), generator=self.gen))
+
+    def captions(self, texts: list[str]) -> list[str]:
+        out = []
+        for text in texts:
+            if self.cfg.prompt_noise and float(torch.rand(1, generator=self.gen)) < self.cfg.prompt_noise:
+                text = " ".join([self.word] * self._count() + [text])
+            out.append(text)
+        return out
+
+    def next_step(self) -> None:
+        """Draws this step's visual prompt count (0: none) and whether slots get deep noise."""
+        use = self.cfg.prompt_noise and float(torch.rand(1, generator=self.gen)) < self.cfg.prompt_noise
+        self.visual = self._count() if use else 0
+        self.deep = bool(self.cfg.prompt_noise) and float(torch.rand(1, generator=self.gen)) < self.cfg.prompt_noise
+
+    def _noise(self, x: torch.Tensor, mask: torch.Tensor, std: float) -> torch.Tensor:
+        out = x.clone()
+        out[mask] = (torch.randn(int(mask.sum()), x.shape[-1], generator=self.gen) * std).to(out)
+        return out
+
+    def _text_hook(self, module, inputs, output):
+        mask = inputs[0] == self.placeholder_id
+        self._text_slots = mask if bool(mask.any()) else None
+        return output if self._text_slots is None else self._noise(output, mask, 0.02)
+
+    def _deep_text_hook(self, module, args):
+        if not self.deep or self._text_slots is None:
+            return None
+        return (self._noise(args[0], self._text_slots, 0.02), *args[1:])
+
+    def _deep_vision_hook(self, module, args):
+        if not self.deep or not self.visual:
+            return None
+        mask = torch.zeros(args[0].shape[:2], dtype=torch.bool)
+        mask[:, -self.visual:] = True
+        return (self._noise(args[0], mask, 0.05), *args[1:])
+
+    def _vision_hook(self, module, inputs, output):
+        if not self.visual:
+            return output
+        noise = torch.randn(output.shape[0], self.visual, output.shape[-1], generator=self.gen)
+        return torch.cat([output, noise.to(output)], dim=1)
+
+
 def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
     """Train and save (model, tokenizer, preprocessor config, training log) into `out_dir`."""
     from transformers import CLIPModel
@@ -210,6 +288,7 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     lab = torch.tensor(labels)
     attrs = [(e.spec.shape, e.spec.colour, e.spec.pattern, e.spec.part) for e in catalog]
+    noise = PromptNoise(model, tokenizer, cfg, torch.Generator().manual_seed(cfg.seed + 2))
     history, t0 = [], time.perf_counter()
     with bar("pretraining demo-clip", cfg.steps) as shown:  # a progress bar (off under --quiet)
         for step in range(cfg.steps):
@@ -234,7 +313,8 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
                 keys.append(key)
             batch_labels = [labels[i] for i in idx.tolist()]
             match = caption_matches(keys, batch_labels, [attrs[c] for c in batch_labels])
-            tok = tokenizer(texts, padding=True, truncation=True, max_length=cfg.context_length, return_tensors="pt")
+            noise.next_step()
+            tok = tokenizer(noise.captions(texts), padding=True, truncation=True, max_length=cfg.context_length, return_tensors="pt")
             img = F.normalize(_pooled(model.get_image_features(pixel_values=x)), dim=-1)
             txt = F.normalize(_pooled(model.get_text_features(input_ids=tok["input_ids"],
                                                               attention_mask=tok["attention_mask"])), dim=-1)
