@@ -187,6 +187,10 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, match: torch.Tensor, 
     return loss
 
 
+TEXT_NOISE_STD = 0.02  # demo-clip's token embeddings have std 0.024; CoOp-style context starts at N(0, 0.02)
+VISION_DEEP_NOISE_STD = 0.05  # about the scale of generated deep visual prompts at init (a Linear's bias, ±1/√T)
+
+
 class PromptNoise:
     """Random tokens in the places where prompt methods put theirs, so that the towers learn to tolerate them.
 
@@ -242,19 +246,19 @@ class PromptNoise:
     def _text_hook(self, module, inputs, output):
         mask = inputs[0] == self.placeholder_id
         self._text_slots = mask if bool(mask.any()) else None
-        return output if self._text_slots is None else self._noise(output, mask, 0.02)
+        return output if self._text_slots is None else self._noise(output, mask, TEXT_NOISE_STD)
 
     def _deep_text_hook(self, module, args):
         if not self.deep or self._text_slots is None:
             return None
-        return (self._noise(args[0], self._text_slots, 0.02), *args[1:])
+        return (self._noise(args[0], self._text_slots, TEXT_NOISE_STD), *args[1:])
 
     def _deep_vision_hook(self, module, args):
         if not self.deep or not self.visual:
             return None
         mask = torch.zeros(args[0].shape[:2], dtype=torch.bool)
         mask[:, -self.visual:] = True
-        return (self._noise(args[0], mask, 0.05), *args[1:])
+        return (self._noise(args[0], mask, VISION_DEEP_NOISE_STD), *args[1:])
 
     def _vision_hook(self, module, inputs, output):
         if not self.visual:
@@ -314,7 +318,8 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
             batch_labels = [labels[i] for i in idx.tolist()]
             match = caption_matches(keys, batch_labels, [attrs[c] for c in batch_labels])
             noise.next_step()
-            tok = tokenizer(noise.captions(texts), padding=True, truncation=True, max_length=cfg.context_length, return_tensors="pt")
+            tok = tokenizer(noise.captions(texts), padding=True, truncation=True, max_length=cfg.context_length,
+                            return_tensors="pt")
             img = F.normalize(_pooled(model.get_image_features(pixel_values=x)), dim=-1)
             txt = F.normalize(_pooled(model.get_text_features(input_ids=tok["input_ids"],
                                                               attention_mask=tok["attention_mask"])), dim=-1)
