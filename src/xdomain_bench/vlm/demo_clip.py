@@ -31,8 +31,6 @@ from .backends import BACKENDS, tiny_clip_config
 from .preprocess import CLIP_MEAN, CLIP_STD
 
 VERSION = 5  # bump when pretraining changes in a way the config does not show
-SCENE_WORDS = ("small", "medium", "large", "at", "top", "middle", "bottom", "left", "centre", "right", "background",
-               "to")
 DOMAIN_WORDS = {"real": "photo", "photo": "photo", "clipart": "clipart", "painting": "painting"}
 
 
@@ -83,15 +81,10 @@ def captions_for(display: str, describe: str, domain: str) -> list[str]:
             f"a photo of a {display}."]
 
 
-def scene_caption(display: str, describe: str, domain: str, words: tuple[str, str, str]) -> str:
-    size_word, place, bg = words
-    return f"a {DOMAIN_WORDS[domain]} of a {display}, a {size_word} {describe} at the {place} on a {bg} background."
-
-
 def render_pool(cfg: DemoClipConfig, log=print) -> tuple[torch.Tensor, list[int], list[str], list[list[str]], list[str]]:
     """Images (uint8, N×3×S×S), class index, domain, candidate class captions and a scene caption per image."""
     from ..data.synth.catalog import appearance_catalog
-    from ..data.synth.fdrd import scene_words
+    from ..data.synth.fdrd import scene_caption, scene_words
     from ..data.synth.objects import render
 
     catalog = appearance_catalog()
@@ -102,7 +95,8 @@ def render_pool(cfg: DemoClipConfig, log=print) -> tuple[torch.Tensor, list[int]
         for domain in entry.domains:
             for _ in range(cfg.per_class_domain):
                 img, box = render(entry.spec, domain, rng, size=64)
-                scenes.append(scene_caption(entry.display, entry.spec.describe(), domain, scene_words(box, img, 64)))
+                scenes.append(scene_caption(entry.display, entry.spec.describe(), scene_words(box, img, 64),
+                                            DOMAIN_WORDS[domain]))
                 if cfg.image_size != 64:
                     img = img.resize((cfg.image_size, cfg.image_size), Image.BICUBIC)
                 images.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
@@ -205,13 +199,10 @@ class PromptNoise:
     pass over tokens that carry no meaning."""
 
     def __init__(self, model, tokenizer, cfg: DemoClipConfig, gen: torch.Generator) -> None:
-        from .frozen import PLACEHOLDER
+        from .frozen import PLACEHOLDER, single_token_id
 
         self.cfg, self.gen, self.word = cfg, gen, PLACEHOLDER
-        ids = tokenizer(PLACEHOLDER, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise BackboneError(f"the demo-clip tokenizer spells the placeholder {PLACEHOLDER!r} as {len(ids)} tokens")
-        self.placeholder_id = ids[0]
+        self.placeholder_id = single_token_id(tokenizer, PLACEHOLDER)
         self.visual, self.deep = 0, False
         self._text_slots: torch.Tensor | None = None
         model.text_model.embeddings.token_embedding.register_forward_hook(self._text_hook)
@@ -272,6 +263,7 @@ def pretrain(cfg: DemoClipConfig, out_dir: Path, log=print) -> dict[str, Any]:
     from transformers import CLIPModel
 
     from ..data.synth.catalog import appearance_catalog
+    from ..data.synth.fdrd import SCENE_WORDS
     from .tokenizer import build_clip_tokenizer
 
     torch.manual_seed(cfg.seed)

@@ -164,11 +164,7 @@ class FrozenVLM(nn.Module):
 
     # --- text (H6–H8) -------------------------------------------------------------------------------
     def _single_token_id(self, word: str) -> int:
-        ids = self.tokenizer(word)["input_ids"]
-        inner = ids[1:-1]
-        if len(inner) != 1:
-            raise ConfigError(f"placeholder {word!r} is not a single token for this tokenizer")
-        return int(inner[0])
+        return single_token_id(self.tokenizer, word)
 
     def placeholder_slots(self, ids: Tensor, m: int) -> Tensor:
         """(N, L) bool mask of the placeholder tokens; every text must hold exactly m of them."""
@@ -270,6 +266,14 @@ class FrozenVLM(nn.Module):
             order.append(rows)
         pooled = torch.cat(parts, dim=1)[:, torch.argsort(torch.cat(order))]  # (G, N, T), input order
         return self.clip.text_projection(pooled)
+
+
+def single_token_id(tokenizer, word: str) -> int:
+    """The id of `word` for a CLIP-style tokenizer (start and end tokens around it); an error unless one token."""
+    inner = tokenizer(word)["input_ids"][1:-1]
+    if len(inner) != 1:
+        raise ConfigError(f"placeholder {word!r} is not a single token for this tokenizer")
+    return int(inner[0])
 
 
 def deep_prompt_slots(x: Tensor, first: int, n_prompt: int) -> Tensor:

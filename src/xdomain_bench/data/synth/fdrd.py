@@ -141,16 +141,19 @@ def scene_words(box: tuple[int, int, int, int], img: Image.Image, size: int) -> 
 def _caption(display: str, spec: ObjectSpec, box: tuple[int, int, int, int], img: Image.Image,
              size: int) -> str:
     """Attribute caption grounded in the rendered image: class, size, object, place, background colours."""
-    return _compose(display, spec.describe(), scene_words(box, img, size))
+    return scene_caption(display, spec.describe(), scene_words(box, img, size))
 
 
-def _compose(display: str, describe: str, scene: tuple[str, str, str]) -> str:
+def scene_caption(display: str, describe: str, scene: tuple[str, str, str], medium: str = "photo") -> str:
+    """The caption of one render (`scene_words`); demo-clip's pretraining uses it too, naming other media."""
     size_word, place, bg = scene
-    return f"a photo of a {display}, a {size_word} {describe} at the {place} on a {bg} background."
+    return f"a {medium} of a {display}, a {size_word} {describe} at the {place} on a {bg} background."
 
 
 SIZES = ("small", "medium", "large")
 PLACES = tuple(f"{v} {h}" for v in ("top", "middle", "bottom") for h in ("left", "centre", "right"))
+# the words a scene caption adds to a class caption (colour names come with the class descriptions)
+SCENE_WORDS = tuple(dict.fromkeys([*SIZES, *(w for p in PLACES for w in p.split()), "at", "background", "to"]))
 
 
 def _attribute_negatives(images: list[_Image], rng: np.random.Generator) -> None:
@@ -162,7 +165,7 @@ def _attribute_negatives(images: list[_Image], rng: np.random.Generator) -> None
             continue
         out = []
         for slot, pool in ((0, SIZES), (1, PLACES), (2, backgrounds), (1, PLACES)):
-            texts = [_compose(*im.subject, tuple(v if i == slot else w for i, w in enumerate(im.scene)))
+            texts = [scene_caption(*im.subject, tuple(v if i == slot else w for i, w in enumerate(im.scene)))
                      for v in pool if v != im.scene[slot]]
             texts = [t for t in texts if t not in out]
             if texts:
