@@ -76,7 +76,7 @@ class EvalTransform:
     def resized_size(self, w: int, h: int) -> tuple[int, int]:
         """Size after the short-side resize (long side truncated, as torchvision does); the preprocessing's
         "squash" mode resizes both sides to image_size, "longest" the long side (the crop then pads)."""
-        mode = getattr(self.pp, "resize_mode", "shortest")
+        mode = self.pp.resize_mode
         if mode == "squash":
             return self.size, self.size
         if mode == "longest":

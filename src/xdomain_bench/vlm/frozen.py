@@ -65,7 +65,7 @@ class FrozenVLM(nn.Module):
             vision_heads=vc.num_attention_heads, text_heads=tc.num_attention_heads,
             patch_size=vc.patch_size, image_size=vc.image_size, context_length=tc.max_position_embeddings,
         )
-        self.placeholder_id = self._single_token_id(PLACEHOLDER)
+        self.placeholder_id = single_token_id(tokenizer, PLACEHOLDER)
         self.eot_id = int(tokenizer.eos_token_id)
         for p in self.parameters():
             p.requires_grad_(False)
@@ -163,9 +163,6 @@ class FrozenVLM(nn.Module):
         return self.encode_image(pixels, return_attention=True).attention
 
     # --- text (H6–H8) -------------------------------------------------------------------------------
-    def _single_token_id(self, word: str) -> int:
-        return single_token_id(self.tokenizer, word)
-
     def placeholder_slots(self, ids: Tensor, m: int) -> Tensor:
         """(N, L) bool mask of the placeholder tokens; every text must hold exactly m of them."""
         slots = ids == self.placeholder_id
@@ -269,11 +266,11 @@ class FrozenVLM(nn.Module):
 
 
 def single_token_id(tokenizer, word: str) -> int:
-    """The id of `word` for a CLIP-style tokenizer (start and end tokens around it); an error unless one token."""
-    inner = tokenizer(word)["input_ids"][1:-1]
-    if len(inner) != 1:
+    """The id of `word` without special tokens; an error unless the tokenizer spells it as one token."""
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
         raise ConfigError(f"placeholder {word!r} is not a single token for this tokenizer")
-    return int(inner[0])
+    return int(ids[0])
 
 
 def deep_prompt_slots(x: Tensor, first: int, n_prompt: int) -> Tensor:

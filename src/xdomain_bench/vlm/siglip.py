@@ -131,12 +131,6 @@ class SiglipVLM(FrozenVLM):
         return ImageOutput(out, x if return_tokens else None, grid_attn)
 
     # --- text ---------------------------------------------------------------------------------------
-    def _single_token_id(self, word: str) -> int:
-        ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ConfigError(f"placeholder {word!r} is not a single token for this tokenizer")
-        return int(ids[0])
-
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         """Padded to the full context, as SigLIP was trained; `eot` is the pooled (last) position."""
         if isinstance(texts, str):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ...errors import ConfigError
 from ...io_utils import atomic_write_json, atomic_write_text
-from .objects import COLOURS, ObjectSpec, class_specs, render
+from .objects import COLOURS, class_specs, render
 
 PETS = (
     "Abyssinian", "Bengal", "Birman", "Bombay", "British_Shorthair", "Egyptian_Mau", "Maine_Coon", "Persian",
@@ -138,12 +138,6 @@ def scene_words(box: tuple[int, int, int, int], img: Image.Image, size: int) -> 
     return size_word, f"{vert} {horiz}", left if left == right else f"{left}-to-{right}"
 
 
-def _caption(display: str, spec: ObjectSpec, box: tuple[int, int, int, int], img: Image.Image,
-             size: int) -> str:
-    """Attribute caption grounded in the rendered image: class, size, object, place, background colours."""
-    return scene_caption(display, spec.describe(), scene_words(box, img, size))
-
-
 def scene_caption(display: str, describe: str, scene: tuple[str, str, str], medium: str = "photo") -> str:
     """The caption of one render (`scene_words`); demo-clip's pretraining uses it too, naming other media."""
     size_word, place, bg = scene
@@ -188,10 +182,12 @@ def _draw(root: Path, ds: str, names: list[str], scale: str, rng: np.random.Gene
         n_val = int(round(VAL_FRACTION[ds] * trainval))
         val_pos = set(rng.permutation(trainval)[:n_val].tolist())
         splits = ["val" if i in val_pos else "train" for i in range(trainval)] + ["test"] * test
+        subject = (_display(ds, name), specs[name].describe())
         for i, split in enumerate(splits):
             for _ in range(8):
                 img, box = render(specs[name], "photo", rng, size=size)
-                caption = _caption(_display(ds, name), specs[name], box, img, size)
+                scene = scene_words(box, img, size)  # grounded in the render: size, place, background colours
+                caption = scene_caption(*subject, scene)
                 if caption not in used:
                     break
             k = 2
@@ -201,7 +197,7 @@ def _draw(root: Path, ds: str, names: list[str], scale: str, rng: np.random.Gene
             used.add(caption)
             number += 1
             im = _image(ds, name, i + 1, number, f"{int(ids[number]):07d}", caption, split)
-            im.scene, im.subject = scene_words(box, img, size), (_display(ds, name), specs[name].describe())
+            im.scene, im.subject = scene, subject
             path = root / im.relpath
             path.parent.mkdir(parents=True, exist_ok=True)
             img.save(path, quality=90)
