@@ -22,7 +22,7 @@ def method_group_ap(per_method: dict[str, list[dict[str, Any]]], key: str) -> tu
     for method, pqs in per_method.items():
         seeds = pd.concat([group_ap(pq, key) for pq in pqs], axis=1)
         means[method] = seeds.mean(axis=1)
-        stds[method] = seeds.std(axis=1, ddof=1) if seeds.shape[1] > 1 else seeds.mean(axis=1) * np.nan
+        stds[method] = seeds.std(axis=1, ddof=1)  # NaN for one seed
     return pd.DataFrame(means), pd.DataFrame(stds)
 
 

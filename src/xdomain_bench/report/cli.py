@@ -57,11 +57,12 @@ def build_report(out: str | Path, dest: str | Path | None = None, *, data_root: 
     board = build_leaderboard(out, reported_csv() if reported else None)
     dest = Path(dest) if dest else out / "report.html"
     thumbs = Thumbnails()
+    per_query = {setting: _per_query_by_method(folder, methods) for setting, methods in folder.by_setting().items()}
     sections = [f"<h1>xbench report</h1><p>{folder.n_records} records in <code>{esc(str(out))}</code>. "
                 'Sections: <a href="#leaderboard">leaderboard</a> · <a href="#breakdown">per-domain and per-class '
                 'AP</a> · <a href="#examples">retrieval examples</a> · <a href="#curves">training curves</a> · '
                 '<a href="#metadata">run metadata</a>.</p>',
-                _leaderboard(board.tables), _breakdown(folder), _examples(folder, thumbs, data_root),
+                _leaderboard(board.tables), _breakdown(per_query), _examples(per_query, folder, thumbs, data_root),
                 _curves(folder), '<h2 id="metadata">Run metadata</h2>'
                 + metadata([r.record for r in folder.runs], folder.statuses)]
     notes = folder.notes + [f"image not found or unreadable: {p}" for p in thumbs.missing[:20]]
@@ -85,6 +86,7 @@ def _leaderboard(tables) -> str:
 
 
 def _per_query_by_method(folder: RunFolder, methods: dict) -> dict[str, list[tuple[int, dict]]]:
+    """Each method's (seed, per-query results) of one setting, read once for every section that shows them."""
     out = {}
     for method, runs in methods.items():
         found = [(r.seed, pq) for r in runs if (pq := folder.per_query(r)) is not None]
@@ -93,12 +95,12 @@ def _per_query_by_method(folder: RunFolder, methods: dict) -> dict[str, list[tup
     return out
 
 
-def _breakdown(folder: RunFolder) -> str:
+def _breakdown(per_query: dict) -> str:
     parts = ['<h2 id="breakdown">Per-domain and per-class AP</h2><p>From the per-query results saved with each '
              "record: mean AP of the queries of each query domain and class, averaged over seeds (± std). Shown: "
              "the classes where the methods' AP differs most.</p>"]
-    for setting, methods in folder.by_setting().items():
-        pqs = {m: [pq for _, pq in found] for m, found in _per_query_by_method(folder, methods).items()}
+    for setting, by_method in per_query.items():
+        pqs = {m: [pq for _, pq in found] for m, found in by_method.items()}
         if not pqs:
             continue
         title = setting_title(setting)
@@ -114,13 +116,12 @@ def _breakdown(folder: RunFolder) -> str:
     return "\n".join(parts)
 
 
-def _examples(folder: RunFolder, thumbs: Thumbnails, data_root: str | None) -> str:
+def _examples(per_query: dict, folder: RunFolder, thumbs: Thumbnails, data_root: str | None) -> str:
     parts = ['<h2 id="examples">Retrieval examples</h2><p class="legend">The same seeded queries under every method '
              '(its first seed): <span style="border-color:#3366cc">query</span> then its top gallery items, '
              '<span style="border-color:#1a9850">relevant</span> <span style="border-color:#d73027">not '
              "relevant</span> (relevant: same class).</p>"]
-    for setting, methods in folder.by_setting().items():
-        found = _per_query_by_method(folder, methods)
+    for setting, found in per_query.items():
         if not found:
             continue
         ref = next(iter(found.values()))[0][1]

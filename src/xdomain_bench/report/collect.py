@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import XBenchError
 from ..leaderboard.identity import budget_label
 from ..runner.per_query import read_per_query
-from ..runner.records import Cell, read_records
+from ..runner.records import read_records
 
 ZERO_SHOT = "zero_shot"
 
@@ -24,10 +24,6 @@ class Run:
     """One ok record of a run folder."""
 
     record: dict[str, Any]
-
-    @property
-    def cell(self) -> Cell:
-        return Cell(**self.record["cell"])
 
     @property
     def method(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..leaderboard.identity import record_backbone
+from ..leaderboard.identity import budget_label, record_backbone
 from ..leaderboard.layout import Layout, split_bold
 from ..leaderboard.tables import Table
 
@@ -81,7 +81,7 @@ def metadata(records: list[dict[str, Any]], statuses: dict[str, int]) -> str:
     """Backbones, budgets, devices, precisions, library and code versions over the ok records."""
     rows = [("records", ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))),
             ("backbone", _distinct(_backbone(r) for r in records)),
-            ("budget", _distinct((r.get("budget") or {}).get("label") or r["cell"].get("budget") for r in records)),
+            ("budget", _distinct(budget_label(r["cell"], r) for r in records)),
             ("device", _distinct(r.get("device") for r in records)),
             ("precision", _distinct(r.get("precision") for r in records)),
             ("code", _distinct(_code(r) for r in records)),
