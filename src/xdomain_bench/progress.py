@@ -35,11 +35,6 @@ def chatter():
     return Console(quiet=is_quiet(), soft_wrap=True)
 
 
-def say(text: str) -> None:
-    """Print a progress line unless quiet (a drop-in for `print` as a `log` callable)."""
-    chatter().print(text, markup=False, highlight=False)
-
-
 class Bar:
     """A handle on one row of the display; every method is a no-op when the bar is off."""
 

@@ -81,26 +81,7 @@ def gather_rows(local: Tensor, expected: int, what: str) -> tuple[Tensor, list[i
     padded[: local.shape[0]] = local.to(device)
     parts = [torch.empty_like(padded) for _ in range(size)]
     dist.all_gather(parts, padded)
-    out = torch.empty((expected, *local.shape[1:]), dtype=local.dtype)
-    for r, (part, n) in enumerate(zip(parts, counts)):
-        out[r::size] = part[:n].cpu()
-    return out, counts
-
-
-def gather_list(local: list[Any], expected: int, what: str) -> list[Any]:
-    """`gather_rows` for Python objects (e.g. captions), through all_gather_object."""
-    rank, size = world()
-    if size == 1:
-        return local
-    parts: list[Any] = [None] * size
-    dist.all_gather_object(parts, local)
-    counts = [len(p) for p in parts]
-    if counts != share_sizes(expected, size):
-        raise XBenchError(f"ranks gave {counts} {what} items, expected the split {share_sizes(expected, size)}")
-    out: list[Any] = [None] * expected
-    for r, part in enumerate(parts):
-        out[r::size] = part
-    return out
+    return _interleave([part[:n].cpu() for part, n in zip(parts, counts)], size), counts
 
 
 def embed_sharded(embed: Callable[[DataLoader, int], tuple[Tensor, Tensor]], loader: DataLoader, expected: int,
